@@ -1,0 +1,71 @@
+"""Family: what turns a space's flat choices into networks, layer records, text forms and a task.
+
+A family is registered by name (``registry.register("family", NAME)``) and named in a space file's
+``family`` key. Algorithms never switch on a family's name: they call these methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from nasplat.errors import NasplatError
+
+if TYPE_CHECKING:
+    from nasplat.architecture import Architecture
+    from nasplat.costs import LayerRecord
+    from nasplat.space import SearchSpace
+    from nasplat.supernet import Supernet
+    from nasplat.task import Task
+
+
+class MacroSettings(BaseModel):
+    """Base for a family's fixed macro settings (``macro:`` in a space file). Families subclass it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_shape: tuple[int, int, int]  # channels, height, width of one input
+    num_classes: int = 10
+
+
+class Family(ABC):
+    """Builder and describer of one kind of space."""
+
+    name: ClassVar[str]
+    macro_model: ClassVar[type[BaseModel]] = MacroSettings
+
+    def check_space(self, space: SearchSpace) -> None:  # noqa: B027 - optional hook
+        """Cross-check a space's dimensions and macro against what this family can build (raise SpecError)."""
+
+    # text forms
+    def to_string(self, space: SearchSpace, arch: Architecture) -> str:
+        """The family's compact string form (default: the architecture key)."""
+        return arch.key
+
+    def from_string(self, space: SearchSpace, text: str) -> Architecture:
+        if "=" not in text:
+            raise NasplatError(f"'{text}' is not an architecture of space '{space.name}'")
+        return space.from_key(text)
+
+    def canonical(self, space: SearchSpace, arch: Architecture) -> Architecture:
+        """A representative of the architectures that compute the same network (default: itself)."""
+        return arch
+
+    # networks
+    @abstractmethod
+    def build_supernet(self, space: SearchSpace) -> Supernet:
+        """A weight-sharing network holding every architecture of the space."""
+
+    @abstractmethod
+    def layers(self, space: SearchSpace, arch: Architecture) -> list[LayerRecord]:
+        """The stand-alone network of ``arch`` as layer records, for cost models and encoders."""
+
+    @abstractmethod
+    def task(self, space: SearchSpace) -> Task:
+        """Loss and metrics for this family's networks (classification for the image families)."""
+
+    def describe(self, space: SearchSpace, arch: Architecture) -> dict[str, object]:
+        """A JSON-able description of ``arch`` in the family's own form (for dashboards and export)."""
+        return {"string": self.to_string(space, arch), "choices": arch.as_dict()}

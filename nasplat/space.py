@@ -1,0 +1,534 @@
+"""Search spaces declared as data: the YAML schema, its validation, and the runtime ``SearchSpace``.
+
+A space file is inert data (``yaml.safe_load`` then pydantic with ``extra="forbid"``). Every problem is
+reported as a :class:`~nasplat.errors.SpecError` naming the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nasplat.architecture import Architecture, Value
+from nasplat.errors import NasplatError, SpecError, UnknownNameError
+
+if TYPE_CHECKING:
+    from nasplat.family import Family
+
+LABEL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DimensionBase(_Strict):
+    label: str | None = Field(default=None, pattern=LABEL_PATTERN, description="dotted label, e.g. cell.edge_1_0")
+    labels: list[Annotated[str, Field(pattern=LABEL_PATTERN)]] | None = Field(
+        default=None, description="several dimensions sharing the same choices"
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_label_form(self) -> _DimensionBase:
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("give exactly one of 'label' (one dimension) or 'labels' (several with the same choices)")
+        if self.labels is not None and not self.labels:
+            raise ValueError("'labels' must not be empty")
+        return self
+
+    def expanded_labels(self) -> list[str]:
+        return [self.label] if self.label is not None else list(self.labels or [])
+
+
+class CategoricalDimension(_DimensionBase):
+    """Unordered choices (ops, block types)."""
+
+    type: Literal["categorical"]
+    choices: list[str | bool | int | float] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Value]) -> list[Value]:
+        if len({json.dumps(c) for c in v}) != len(v):
+            raise ValueError("choices must be unique")
+        return v
+
+
+class OrdinalDimension(_DimensionBase):
+    """Ordered choices (widths, kernel sizes, bit-widths): mutation moves to a neighbour."""
+
+    type: Literal["ordinal"]
+    choices: list[int | float | str] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Value]) -> list[Value]:
+        if len({json.dumps(c) for c in v}) != len(v):
+            raise ValueError("choices must be unique")
+        return v
+
+
+class IntegerDimension(_DimensionBase):
+    """An integer range ``low..high`` (inclusive) with a step."""
+
+    type: Literal["integer"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> IntegerDimension:
+        if self.high < self.low:
+            raise ValueError(f"'high' ({self.high}) must be >= 'low' ({self.low})")
+        return self
+
+
+DimensionSpec = Annotated[CategoricalDimension | OrdinalDimension | IntegerDimension, Field(discriminator="type")]
+
+
+class SpaceSpec(_Strict):
+    """The schema of a search-space file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-/]+$")
+    version: int = Field(ge=1)
+    family: str
+    description: str = ""
+    dimensions: list[DimensionSpec] = Field(min_length=1)
+    macro: dict[str, Any] = Field(default_factory=dict, description="fixed settings, checked by the family")
+    constraints: list[str] = Field(default_factory=list, description="expressions over labels that must hold")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# loading helpers
+
+
+def _loc_to_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("categorical", "ordinal", "integer") or part.startswith("function-"):
+            continue  # pydantic's union-branch tags are not keys of the file
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: str = "") -> SpecError:
+    """Turn pydantic's report into one line: the first problem with its key path."""
+    err = exc.errors()[0]
+    path = _loc_to_path(err["loc"])
+    if prefix:
+        path = f"{prefix}.{path}" if path else prefix
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+        allowed = _allowed_keys(exc)
+        if allowed:
+            msg += f"; allowed keys: {', '.join(allowed)}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"expected 'type' to be one of: categorical, ordinal, integer (got {err.get('input')!r})"
+    else:
+        got = err.get("input")
+        if not isinstance(got, (dict, list)):
+            msg = f"{msg} (got {got!r})"
+    extra = len(exc.errors()) - 1
+    if extra > 0:
+        msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return SpecError(file, path, msg)
+
+
+def _allowed_keys(exc: ValidationError) -> list[str]:
+    title = exc.title
+    model = {m.__name__: m for m in (SpaceSpec, CategoricalDimension, OrdinalDimension, IntegerDimension)}.get(title)
+    return sorted(model.model_fields) if model else []
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file and the YAML position."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NasplatError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise NasplatError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(str(path), "", f"malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "", f"expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# constraint expressions: a tiny safe language over dimension labels
+
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq, ast.NotEq,
+    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div,
+    ast.Mod, ast.Constant, ast.Name, ast.Attribute, ast.Load, ast.Tuple, ast.List, ast.IfExp,
+)  # fmt: skip
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _outer_names(node: ast.AST) -> list[str]:
+    """The full dotted names used in an expression (``a.b.c``, not its parts ``a`` or ``a.b``)."""
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        name = _dotted(node)
+        if name is not None:
+            return [name]
+    return [n for child in ast.iter_child_nodes(node) for n in _outer_names(child)]
+
+
+class Constraint:
+    """A boolean expression over labels, e.g. ``stage1.depth <= stage2.depth or cell.edge_1_0 != 'none'``."""
+
+    def __init__(self, text: str, labels: set[str], file: str | None, key: str) -> None:
+        self.text = text
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise SpecError(file, key, f"constraint is not a valid expression: {exc.msg}") from None
+        for node in ast.walk(tree):
+            if not isinstance(node, _ALLOWED_NODES):
+                raise SpecError(file, key, f"constraint uses '{type(node).__name__}', which is not allowed")
+        for name in _outer_names(tree):
+            if name not in labels:
+                raise SpecError(file, key, f"constraint names unknown label '{name}'")
+        self._tree = tree
+
+    def holds(self, values: Mapping[str, Value]) -> bool:
+        return bool(self._eval(self._tree.body, values))
+
+    def _eval(self, node: ast.AST, v: Mapping[str, Value]) -> Any:  # noqa: PLR0911, PLR0912
+        ev = self._eval
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            return v[_dotted(node) or ""]
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return [ev(e, v) for e in node.elts]
+        if isinstance(node, ast.BoolOp):
+            vals = (ev(e, v) for e in node.values)
+            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        if isinstance(node, ast.UnaryOp):
+            x = ev(node.operand, v)
+            return (not x) if isinstance(node.op, ast.Not) else -x
+        if isinstance(node, ast.IfExp):
+            return ev(node.body, v) if ev(node.test, v) else ev(node.orelse, v)
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left, v), ev(node.right, v)
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if isinstance(node.op, ast.Div):
+                return a / b
+            return a % b
+        if isinstance(node, ast.Compare):
+            left = ev(node.left, v)
+            for op, comp in zip(node.ops, node.comparators, strict=True):
+                right = ev(comp, v)
+                ok = {
+                    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+                    ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+                    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+                }[type(op)](left, right)  # fmt: skip
+                if not ok:
+                    return False
+                left = right
+            return True
+        raise NasplatError(f"constraint '{self.text}': cannot evaluate {type(node).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the runtime space
+
+
+class Dimension:
+    """One flat dimension of a space as algorithms see it: a label and its ordered list of choices."""
+
+    __slots__ = ("label", "kind", "choices", "_index")
+
+    def __init__(self, label: str, kind: str, choices: list[Value]) -> None:
+        self.label = label
+        self.kind = kind  # categorical | ordinal | integer
+        self.choices = choices
+        self._index = {json.dumps(c): i for i, c in enumerate(choices)}
+
+    def index(self, value: Value) -> int:
+        i = self._index.get(json.dumps(value))
+        if i is None and isinstance(value, float) and value.is_integer():
+            i = self._index.get(json.dumps(int(value)))
+        if i is None:
+            raise NasplatError(f"'{self.label}': {value!r} is not an allowed choice; allowed: {self.choices}")
+        return i
+
+    @property
+    def ordered(self) -> bool:
+        return self.kind in ("ordinal", "integer")
+
+    def __repr__(self) -> str:
+        return f"Dimension({self.label!r}, {self.kind}, {self.choices!r})"
+
+
+class SearchSpace:
+    """A validated space: flat dimensions, the family that builds it, macro settings and constraints.
+
+    Algorithms see only the flat dimensions; the family turns an Architecture into networks, layer records,
+    strings and tasks. Use :func:`load_space` to get one from a file or a registered name.
+    """
+
+    def __init__(self, spec: SpaceSpec, family: Family, macro: BaseModel, path: Path | None = None) -> None:
+        self.spec = spec
+        self.family = family
+        self.macro = macro
+        self.path = path
+        file = str(path) if path else None
+        self.dimensions: list[Dimension] = []
+        seen: set[str] = set()
+        for i, d in enumerate(spec.dimensions):
+            for label in d.expanded_labels():
+                if label in seen:
+                    raise SpecError(file, f"dimensions[{i}]", f"label '{label}' is declared twice")
+                seen.add(label)
+                if isinstance(d, IntegerDimension):
+                    choices: list[Value] = list(range(d.low, d.high + 1, d.step))
+                else:
+                    choices = list(d.choices)
+                self.dimensions.append(Dimension(label, d.type, choices))
+        self._by_label = {d.label: d for d in self.dimensions}
+        self.constraints = [
+            Constraint(text, seen, file, f"constraints[{i}]") for i, text in enumerate(spec.constraints)
+        ]
+        family.check_space(self)
+
+    # identity ------------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def hash(self) -> str:
+        """Stable hash of the declaration's content (12 hex digits): results carry it as provenance."""
+        blob = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def labels(self) -> list[str]:
+        return [d.label for d in self.dimensions]
+
+    def dimension(self, label: str) -> Dimension:
+        try:
+            return self._by_label[label]
+        except KeyError:
+            raise UnknownNameError("dimension", label, self.labels) from None
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, family={self.spec.family!r}, dims={len(self.dimensions)})"
+
+    # construction and checks ---------------------------------------------------------------------------------
+    def make(self, choices: Mapping[str, Value], *, check: bool = True) -> Architecture:
+        """An Architecture from a label -> value mapping (every label required, nothing extra)."""
+        missing = [d.label for d in self.dimensions if d.label not in choices]
+        extra = sorted(set(choices) - set(self._by_label))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing labels: {', '.join(missing)}")
+            if extra:
+                parts.append(f"unknown labels: {', '.join(extra)}")
+            raise NasplatError(f"architecture does not fit space '{self.name}': {'; '.join(parts)}")
+        values: list[tuple[str, Value]] = []
+        for d in self.dimensions:
+            v = choices[d.label]
+            v = d.choices[d.index(v)]  # normalise (1.0 -> 1) and check membership
+            values.append((d.label, v))
+        arch = Architecture(self.name, tuple(values))
+        if check:
+            self.validate(arch)
+        return arch
+
+    def validate(self, arch: Architecture) -> None:
+        """Raise a NasplatError naming the problem if ``arch`` is not a member of this space."""
+        if arch.space != self.name:
+            raise NasplatError(f"architecture belongs to space '{arch.space}', not '{self.name}'")
+        if [k for k, _ in arch.choices] != self.labels:
+            raise NasplatError(f"architecture labels do not match space '{self.name}'")
+        for d, (_, v) in zip(self.dimensions, arch.choices, strict=True):
+            d.index(v)
+        values = arch.as_dict()
+        for c in self.constraints:
+            if not c.holds(values):
+                raise NasplatError(f"architecture violates constraint of space '{self.name}': {c.text}")
+
+    def satisfies(self, choices: Mapping[str, Value]) -> bool:
+        return all(c.holds(choices) for c in self.constraints)
+
+    # sampling ------------------------------------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator, max_tries: int = 10_000) -> Architecture:
+        """A uniformly random member (rejection sampling against the constraints)."""
+        for _ in range(max_tries):
+            values = {d.label: d.choices[int(rng.integers(len(d.choices)))] for d in self.dimensions}
+            if self.satisfies(values):
+                return Architecture(self.name, tuple(values.items()))
+        raise NasplatError(f"space '{self.name}': no architecture satisfied the constraints in {max_tries} tries")
+
+    def mutate(self, arch: Architecture, rng: np.random.Generator, n_changes: int = 1) -> Architecture:
+        """Change ``n_changes`` dimensions: categorical to another choice, ordered to a neighbouring one."""
+        for _ in range(1000):
+            values = arch.as_dict()
+            changeable = [d for d in self.dimensions if len(d.choices) > 1]
+            if not changeable:
+                return arch
+            picks = rng.choice(len(changeable), size=min(n_changes, len(changeable)), replace=False)
+            for p in picks:
+                d = changeable[int(p)]
+                i = d.index(values[d.label])
+                if d.ordered:
+                    steps = [j for j in (i - 1, i + 1) if 0 <= j < len(d.choices)]
+                    j = steps[int(rng.integers(len(steps)))]
+                else:
+                    j = int(rng.integers(len(d.choices) - 1))
+                    j = j + 1 if j >= i else j
+                values[d.label] = d.choices[j]
+            if self.satisfies(values):
+                return Architecture(self.name, tuple(values.items()))
+        return arch
+
+    def enumerate(self) -> Iterator[Architecture]:
+        """Every member, in lexicographic order of choice indices."""
+        for combo in itertools.product(*(d.choices for d in self.dimensions)):
+            values = dict(zip(self.labels, combo, strict=True))
+            if self.satisfies(values):
+                yield Architecture(self.name, tuple(values.items()))
+
+    def size(self) -> int:
+        """Number of members (exact: enumerates when there are constraints and the space is small)."""
+        total = math.prod(len(d.choices) for d in self.dimensions)
+        if not self.constraints:
+            return total
+        if total > 5_000_000:
+            raise NasplatError(f"space '{self.name}' has constraints and {total} raw members: too many to count")
+        return sum(1 for _ in self.enumerate())
+
+    # encodings -----------------------------------------------------------------------------------------------
+    @cached_property
+    def encoding_width(self) -> int:
+        return sum(len(d.choices) for d in self.dimensions)
+
+    def encode(self, arch: Architecture) -> np.ndarray:
+        """One-hot vector over every dimension's choices (float32, length ``encoding_width``)."""
+        out = np.zeros(self.encoding_width, dtype=np.float32)
+        offset = 0
+        for d, (_, v) in zip(self.dimensions, arch.choices, strict=True):
+            out[offset + d.index(v)] = 1.0
+            offset += len(d.choices)
+        return out
+
+    def indices(self, arch: Architecture) -> list[int]:
+        return [d.index(v) for d, (_, v) in zip(self.dimensions, arch.choices, strict=True)]
+
+    # text forms (delegated to the family) --------------------------------------------------------------------
+    def to_string(self, arch: Architecture) -> str:
+        return self.family.to_string(self, arch)
+
+    def from_string(self, text: str) -> Architecture:
+        """Parse the family's string form, or the JSON / key form of any architecture."""
+        text = text.strip()
+        if text.startswith("{"):
+            return self.make(Architecture.from_json(text).as_dict())
+        return self.family.from_string(self, text)
+
+    def from_key(self, key: str) -> Architecture:
+        values: dict[str, Value] = {}
+        for part in key.split(";"):
+            label, _, raw = part.partition("=")
+            values[label] = json.loads(raw)
+        return self.make(values)
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parse_space(data: dict[str, Any], file: str | None = None, path: Path | None = None) -> SearchSpace:
+    """Validate a space declaration (already read as a mapping) and build the runtime space."""
+    from nasplat import registry
+
+    try:
+        spec = SpaceSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(file, exc) from None
+    try:
+        family_cls = registry.get("family", spec.family)
+    except UnknownNameError as exc:
+        raise SpecError(file, "family", f"unknown family '{spec.family}'; allowed: {', '.join(exc.allowed)}") from None
+    family: Family = family_cls()
+    try:
+        macro = family.macro_model.model_validate(spec.macro)
+    except ValidationError as exc:
+        raise spec_error_from_validation(file, exc, prefix="macro") from None
+    return SearchSpace(spec, family, macro, path)
+
+
+def _space_files() -> dict[str, Path]:
+    """Registered space files by the ``name`` inside them (and by ``<folder>/<stem>``)."""
+    from nasplat import registry
+
+    found: dict[str, Path] = {}
+    for root in registry.space_dirs():
+        for file in sorted(root.rglob("*.yaml")):
+            try:
+                data = yaml.safe_load(file.read_text())
+            except yaml.YAMLError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("name"), str):
+                found[data["name"]] = file
+    return found
+
+
+def list_spaces() -> dict[str, Path]:
+    return dict(sorted(_space_files().items()))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Load a space from a YAML file path, or by the name of a registered (shipped or plugin) space."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise NasplatError(f"{p}: file not found")
+        return parse_space(read_yaml_mapping(p), str(p), p)
+    files = _space_files()
+    if str(name_or_path) not in files:
+        raise UnknownNameError("space", str(name_or_path), list(files))
+    f = files[str(name_or_path)]
+    return parse_space(read_yaml_mapping(f), str(f), f)
