@@ -82,6 +82,8 @@ class Architecture:
 
     @classmethod
     def _from_data(cls, data: Any, fmt: str) -> Architecture:
-        if not (isinstance(data, dict) and isinstance(data.get("space"), str) and isinstance(data.get("choices"), dict)):
+        if not (
+            isinstance(data, dict) and isinstance(data.get("space"), str) and isinstance(data.get("choices"), dict)
+        ):
             raise NasplatError(f"architecture {fmt} must be a mapping with 'space' (text) and 'choices' (mapping)")
         return cls.from_dict(data["space"], data["choices"])

@@ -60,7 +60,9 @@ class LayerRecord:
             raise NasplatError(f"layer '{self.name}': unknown op '{self.op}'; allowed: {', '.join(LAYER_OPS)}")
         for fmt in (self.weight_format, self.act_format):
             if fmt not in FORMAT_BITS:
-                raise NasplatError(f"layer '{self.name}': unknown number format '{fmt}'; allowed: {', '.join(FORMAT_BITS)}")
+                raise NasplatError(
+                    f"layer '{self.name}': unknown number format '{fmt}'; allowed: {', '.join(FORMAT_BITS)}"
+                )
 
     @property
     def config_key(self) -> tuple[object, ...]:

@@ -138,6 +138,10 @@ def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: s
         allowed = _allowed_keys(exc)
         if allowed:
             msg += f"; allowed keys: {', '.join(allowed)}"
+    elif err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], int):
+        path = _loc_to_path(err["loc"][:-1])
+        path = f"{prefix}.{path}" if prefix and path else prefix or path
+        msg = f"too few items: item [{err['loc'][-1]}] is missing"
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "union_tag_invalid":
@@ -153,9 +157,56 @@ def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: s
 
 
 def _allowed_keys(exc: ValidationError) -> list[str]:
-    title = exc.title
-    model = {m.__name__: m for m in (SpaceSpec, CategoricalDimension, OrdinalDimension, IntegerDimension)}.get(title)
+    """The keys allowed where an unknown key was found (looked up through the model that raised)."""
+    err = exc.errors()[0]
+    models: dict[str, type[BaseModel]] = {}
+    stack: list[type[BaseModel]] = list(_SCHEMAS)
+    while stack:
+        m = stack.pop()
+        if m.__name__ in models:
+            continue
+        models[m.__name__] = m
+        for f in m.model_fields.values():
+            for t in _model_types(f.annotation):
+                stack.append(t)
+    root = models.get(exc.title)
+    if root is None:
+        return []
+    model: type[BaseModel] | None = root
+    for part in list(err["loc"])[:-1]:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        if part in ("categorical", "ordinal", "integer"):
+            model = {"categorical": CategoricalDimension, "ordinal": OrdinalDimension, "integer": IntegerDimension}[
+                part
+            ]
+            continue
+        field = model.model_fields.get(str(part))
+        types = _model_types(field.annotation) if field else []
+        model = types[0] if len(types) == 1 else None
     return sorted(model.model_fields) if model else []
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [t for a in typing.get_args(annotation) for t in _model_types(a)]
+
+
+_SCHEMAS: list[type[BaseModel]] = []
+
+
+def register_schema(model: type[BaseModel]) -> None:
+    """Let error messages list the allowed keys of ``model`` and its nested models."""
+    if model not in _SCHEMAS:
+        _SCHEMAS.append(model)
+
+
+register_schema(SpaceSpec)
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -227,7 +278,7 @@ class Constraint:
     def holds(self, values: Mapping[str, Value]) -> bool:
         return bool(self._eval(self._tree.body, values))
 
-    def _eval(self, node: ast.AST, v: Mapping[str, Value]) -> Any:  # noqa: PLR0911, PLR0912
+    def _eval(self, node: ast.AST, v: Mapping[str, Value]) -> Any:
         ev = self._eval
         if isinstance(node, (ast.Name, ast.Attribute)):
             return v[_dotted(node) or ""]
@@ -277,7 +328,7 @@ class Constraint:
 class Dimension:
     """One flat dimension of a space as algorithms see it: a label and its ordered list of choices."""
 
-    __slots__ = ("label", "kind", "choices", "_index")
+    __slots__ = ("_index", "choices", "kind", "label")
 
     def __init__(self, label: str, kind: str, choices: list[Value]) -> None:
         self.label = label
@@ -308,12 +359,16 @@ class SearchSpace:
     strings and tasks. Use :func:`load_space` to get one from a file or a registered name.
     """
 
-    def __init__(self, spec: SpaceSpec, family: Family, macro: BaseModel, path: Path | None = None) -> None:
+    def __init__(
+        self, spec: SpaceSpec, family: Family, macro: BaseModel, path: Path | None = None, file: str | None = None
+    ) -> None:
         self.spec = spec
         self.family = family
         self.macro = macro
         self.path = path
-        file = str(path) if path else None
+        #: what error messages call the declaration (the file, or where the declaration came from)
+        self.file = file or (str(path) if path else None)
+        file = self.file
         self.dimensions: list[Dimension] = []
         seen: set[str] = set()
         for i, d in enumerate(spec.dimensions):
@@ -497,7 +552,7 @@ def parse_space(data: dict[str, Any], file: str | None = None, path: Path | None
         macro = family.macro_model.model_validate(spec.macro)
     except ValidationError as exc:
         raise spec_error_from_validation(file, exc, prefix="macro") from None
-    return SearchSpace(spec, family, macro, path)
+    return SearchSpace(spec, family, macro, path, file)
 
 
 def _space_files() -> dict[str, Path]:

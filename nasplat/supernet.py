@@ -48,7 +48,9 @@ class Supernet(nn.Module):
     @property
     def active(self) -> Architecture:
         if not self._active:
-            raise NasplatError("the supernet has no active architecture: call it inside `with supernet.activate(arch):`")
+            raise NasplatError(
+                "the supernet has no active architecture: call it inside `with supernet.activate(arch):`"
+            )
         return self._active[-1]
 
     def forward(self, *inputs: torch.Tensor) -> Any:
@@ -62,7 +64,7 @@ class Supernet(nn.Module):
     def extract(self, arch: Architecture) -> nn.Module:
         """A stand-alone module of ``arch`` with weights copied from the supernet (see module docstring)."""
 
-    def path_modules(self, arch: Architecture) -> list[nn.Module]:  # noqa: ARG002 - optional hook
+    def path_modules(self, arch: Architecture) -> list[nn.Module]:
         """Modules used by ``arch`` (used by BN recalibration to reset only what the path touches).
 
         The default (every module) is always correct, just slower.

@@ -1,0 +1,275 @@
+"""The ``nasplat`` command line. Every user error prints one line (no traceback) and exits non-zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from nasplat.errors import NasplatError
+
+app = typer.Typer(
+    help="nasplat: neural architecture search with search spaces as data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+spaces_app = typer.Typer(help="List, show, validate and sample search spaces.", no_args_is_help=True)
+app.add_typer(spaces_app, name="spaces")
+
+out = Console()
+err = Console(stderr=True)
+
+StorageOpt = Annotated[
+    str, typer.Option("--storage", help="SQLAlchemy URL of the study storage, e.g. sqlite:///study.db")
+]
+StudyOpt = Annotated[str | None, typer.Option("--study", help="study name (default: the most recent one)")]
+
+
+# ---------------------------------------------------------------------------------------------------- spaces
+@spaces_app.command("list")
+def spaces_list() -> None:
+    """Every registered space: shipped ones and those of installed plugins."""
+    from nasplat.space import list_spaces, load_space
+
+    table = Table("name", "family", "dimensions", "size", "file")
+    for name, path in list_spaces().items():
+        space = load_space(path)
+        table.add_row(name, space.spec.family, str(len(space.dimensions)), f"{space.size():,}", str(path))
+    out.print(table)
+
+
+@spaces_app.command("show")
+def spaces_show(name: Annotated[str, typer.Argument(help="space name or YAML file")]) -> None:
+    """A space's declaration, size and hash."""
+    import yaml
+
+    from nasplat.space import load_space
+
+    space = load_space(name)
+    out.print(f"[bold]{space.name}[/] v{space.spec.version} · family {space.spec.family} · hash {space.hash}")
+    if space.path:
+        out.print(f"file: {space.path}")
+    out.print(f"size: {space.size():,} architectures")
+    table = Table("label", "type", "choices")
+    for d in space.dimensions:
+        table.add_row(d.label, d.kind, ", ".join(map(str, d.choices)))
+    out.print(table)
+    out.print("macro:", yaml.safe_dump(space.macro.model_dump(mode="json"), sort_keys=False).strip())
+    for c in space.constraints:
+        out.print(f"constraint: {c.text}")
+
+
+@spaces_app.command("validate")
+def spaces_validate(files: Annotated[list[Path], typer.Argument(help="space YAML files")]) -> None:
+    """Check space files without running anything; exits 1 if any is invalid."""
+    from nasplat.space import load_space
+
+    bad = 0
+    for f in files:
+        try:
+            space = load_space(f)
+        except NasplatError as exc:
+            bad += 1
+            err.print(f"[red]invalid[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        else:
+            out.print(
+                f"[green]ok[/] {f}: space '{space.name}', {len(space.dimensions)} dimensions, {space.size():,} architectures",
+                highlight=False,
+            )
+    if bad:
+        raise typer.Exit(1)
+
+
+@spaces_app.command("sample")
+def spaces_sample(
+    name: Annotated[str, typer.Argument(help="space name or YAML file")],
+    n: Annotated[int, typer.Option("--n", min=1, help="how many")] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Print N seeded random architectures in the family's string form, one per line."""
+    import numpy as np
+
+    from nasplat.space import load_space
+
+    space = load_space(name)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        print(space.to_string(space.sample(rng)))
+
+
+# ---------------------------------------------------------------------------------------------------- search
+@app.command()
+def search(
+    run_file: Annotated[Path, typer.Argument(help="run file (YAML)")],
+    resume: Annotated[bool, typer.Option("--resume", help="continue an existing study (it must exist)")] = False,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="override the run file's trial count")] = None,
+) -> None:
+    """Run the search a run file declares; running it again continues the same study."""
+    from nasplat.runfile import load_run
+    from nasplat.search import run_search
+
+    run = load_run(run_file)
+    if resume:
+        _require_study(run.storage_url, run.study)
+    result = run_search(run, run_file=run_file, log=_log, trials=trials)
+    out.print(
+        f"[green]done[/]: {result.completed} trials in study '{result.study_name}' ({result.storage_url}), {result.seconds:.0f} s"
+    )
+    _print_pareto(result.storage_url, result.study_name, None)
+
+
+@app.command("train-supernet")
+def train_supernet_cmd(run_file: Annotated[Path, typer.Argument(help="run file (YAML)")]) -> None:
+    """Train (or resume training) the run file's supernet, in one process."""
+    from nasplat.runfile import load_run
+    from nasplat.search import prepare_supernet
+    from nasplat.space import load_space
+
+    run = load_run(run_file)
+    ckpt = prepare_supernet(run, load_space(run.space), _log, run_file=str(run_file))
+    out.print(f"[green]checkpoint[/]: {ckpt}")
+
+
+# ---------------------------------------------------------------------------------------------------- results
+@app.command()
+def studies(storage: StorageOpt) -> None:
+    """The studies in a storage."""
+    import optuna
+
+    from nasplat.study import make_storage
+
+    table = Table("study", "space", "objectives", "trials")
+    for s in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False):
+        objs = s.user_attrs.get("objectives") or []
+        table.add_row(
+            s.study_name,
+            str(s.user_attrs.get("space", "?")),
+            ", ".join(f"{o['metric']} ({o['direction'][:3]})" for o in objs),
+            str(s.n_trials),
+        )
+    out.print(table)
+
+
+@app.command()
+def pareto(
+    storage: StorageOpt,
+    study: StudyOpt = None,
+    reference: Annotated[
+        str | None, typer.Option(help="hypervolume reference point, comma-separated, e.g. 0,5e6")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="also write the front to this CSV file")] = None,
+) -> None:
+    """The Pareto front of a study as a table (and its hypervolume given a reference point)."""
+    ref = _parse_floats(reference) if reference else None
+    front = _print_pareto(storage, study, ref)
+    if csv is not None:
+        front.to_csv(csv, index=False)
+        out.print(f"written: {csv}")
+
+
+@app.command()
+def export(
+    storage: StorageOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="bundle folder to write")],
+    study: StudyOpt = None,
+    trial: Annotated[str, typer.Option(help="trial number, or 'knee' for the front's balanced trade-off")] = "knee",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing bundle folder")] = False,
+) -> None:
+    """Export a trial as a stand-alone bundle: weights, spec, metrics, ONNX and a loader."""
+    from nasplat.results import export_trial, pick_trial
+    from nasplat.study import load_study, make_storage
+
+    st = load_study(make_storage(storage), study)
+    t = pick_trial(st, trial)
+    result = export_trial(st, t, out_dir, overwrite=overwrite)
+    out.print(f"[green]exported[/] trial {t.number} ({t.user_attrs.get('arch_string')}) to {result.directory}")
+
+
+# ---------------------------------------------------------------------------------------------------- quickstart
+@app.command()
+def quickstart(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the run, study and bundle go")] = Path(
+        "nasplat-runs/quickstart"
+    ),
+    epochs: Annotated[
+        int | None, typer.Option(help="supernet training epochs (default: the built-in run file's)")
+    ] = None,
+    trials: Annotated[int | None, typer.Option(help="search trials (default: the built-in run file's)")] = None,
+    n_train: Annotated[int | None, typer.Option(help="training images (default: the built-in run file's)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="fashion_mnist (default) or digits")] = None,
+    space: Annotated[str | None, typer.Option(help="space name or file (default: nb201-cpu)")] = None,
+) -> None:
+    """Train a small cell supernet on Fashion-MNIST, search, print the Pareto front and export the knee."""
+    from nasplat.quickstart import run_quickstart
+
+    run_quickstart(
+        out_dir, epochs=epochs, trials=trials, n_train=n_train, dataset=dataset, space=space, log=_log, console=out
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _log(msg: str) -> None:
+    out.print(escape(msg), highlight=False)
+
+
+def _parse_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise NasplatError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _require_study(storage_url: str, study: str) -> None:
+    from nasplat.study import load_study, make_storage
+
+    load_study(make_storage(storage_url), study)
+
+
+def _print_pareto(storage: str, study_name: str | None, reference: list[float] | None):  # type: ignore[no-untyped-def]
+    from nasplat.study import load_study, make_storage, objective_names, pareto_frame
+
+    st = load_study(make_storage(storage), study_name)
+    front, hv = pareto_frame(st, reference)
+    names = objective_names(st)
+    table = Table(title=f"Pareto front of '{st.study_name}' ({len(front)} trials)")
+    for col in ["trial", *names, "arch"]:
+        table.add_column(col)
+    for _, row in front.iterrows():
+        table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in names), str(row.get("arch")))
+    out.print(table)
+    if hv is not None:
+        out.print(f"hypervolume: {hv:.6g}")
+    return front
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)
+
+
+def main() -> None:
+    try:
+        app()
+    except NasplatError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:  # settings validated outside a file (should name their file; this is the net)
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        err.print(f"[red]error:[/] {escape(exc.title)} at '{escape(where)}': {escape(e['msg'])}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished trials and checkpoints are kept; run the same command again to continue")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

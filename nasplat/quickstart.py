@@ -1,0 +1,83 @@
+"""The README's main job: a small end-to-end search on the built-in defaults, from a YAML space to a bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+
+def default_run(out_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """The built-in quickstart run file as a mapping, pointed at ``out_dir`` and with overrides applied."""
+    text = resources.files("nasplat").joinpath("defaults/quickstart.yaml").read_text()
+    run: dict[str, Any] = yaml.safe_load(text)
+    run["run_dir"] = str(out_dir)
+    if overrides.get("epochs") is not None:
+        run["supernet"]["train"]["epochs"] = overrides["epochs"]
+    if overrides.get("trials") is not None:
+        run["trials"] = overrides["trials"]
+    if overrides.get("n_train") is not None:
+        run["dataset"]["n_train"] = overrides["n_train"]
+    if overrides.get("dataset") is not None:
+        run["dataset"]["name"] = overrides["dataset"]
+    if overrides.get("space") is not None:
+        run["space"] = overrides["space"]
+    return run
+
+
+def run_quickstart(
+    out_dir: Path,
+    *,
+    log: Callable[[str], None] = print,
+    console: Console | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train, search, print the front, export the knee trial; returns where everything is."""
+    from nasplat.results import export_trial, pick_trial
+    from nasplat.runfile import parse_run
+    from nasplat.search import run_search
+    from nasplat.study import load_study, make_storage, objective_names, pareto_frame
+
+    console = console or Console()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file = out_dir / "run.yaml"
+    data = default_run(out_dir, **overrides)
+    run_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = parse_run(data, str(run_file))
+    log(f"quickstart: run file {run_file}")
+    result = run_search(run, run_file=run_file, log=log)
+
+    study = load_study(make_storage(result.storage_url), result.study_name)
+    front, _ = pareto_frame(study)
+    names = objective_names(study)
+    from rich.table import Table
+
+    table = Table(title=f"Pareto front ({len(front)} of {result.completed} trials)")
+    for col in ["trial", *names, "arch"]:
+        table.add_column(col)
+    for _, row in front.iterrows():
+        table.add_row(str(row["trial"]), *(f"{row[n]:,.4g}" for n in names), str(row["arch"]))
+    console.print(table)
+
+    trial = pick_trial(study, "knee")
+    bundle = export_trial(study, trial, out_dir / "bundle", overwrite=True)
+    summary = {
+        "run_file": run_file,
+        "storage": result.storage_url,
+        "study": result.study_name,
+        "checkpoint": result.checkpoint,
+        "bundle": bundle.directory,
+        "exported_trial": trial.number,
+        "front_size": len(front),
+    }
+    log(f"exported trial {trial.number} ({trial.user_attrs.get('arch_string')}) to {bundle.directory}")
+    log("where everything is:")
+    log(f"  run file     {run_file}   (rerun or continue: nasplat search {run_file})")
+    log(f"  study        {result.storage_url}  (nasplat pareto --storage {result.storage_url})")
+    log(f"  supernet     {result.checkpoint}")
+    log(f"  bundle       {bundle.directory}   (python {bundle.directory}/load.py)")
+    return summary

@@ -1,0 +1,92 @@
+"""Working with finished studies: choosing a trial and exporting it as a stand-alone bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasplat.errors import NasplatError
+from nasplat.space import SearchSpace, parse_space
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nasplat.export import ExportResult
+
+
+def study_space(study: optuna.Study) -> SearchSpace:
+    """The space a study searched, rebuilt from the declaration stored in the study (checked by hash)."""
+    attrs = study.user_attrs
+    spec = attrs.get("space_spec")
+    if not isinstance(spec, dict):
+        raise NasplatError(f"study '{study.study_name}' was not written by nasplat (no space declaration stored)")
+    file = attrs.get("space_file")
+    space = parse_space(spec, f"study '{study.study_name}' space", Path(file) if file else None)
+    if space.hash != attrs.get("space_hash"):
+        raise NasplatError(f"study '{study.study_name}': stored space declaration does not match its hash")
+    return space
+
+
+def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
+    """A completed trial by number, or ``knee`` (the front's best balanced trade-off)."""
+    import optuna
+
+    from nasplat.pareto import knee_index
+    from nasplat.study import objective_names, pareto_frame
+
+    if which == "knee":
+        front, _ = pareto_frame(study)
+        if front.empty:
+            raise NasplatError(f"study '{study.study_name}' has no completed trial")
+        names = objective_names(study)
+        directions = [d.name.lower() for d in study.directions]
+        number = int(front.iloc[knee_index(front[names].to_numpy(dtype=float), directions)]["trial"])
+    else:
+        try:
+            number = int(which)
+        except ValueError:
+            raise NasplatError(f"trial must be a trial number or 'knee', got '{which}'") from None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise NasplatError(f"study '{study.study_name}' has no trial {number}")
+    t = trials[number]
+    if t.state != optuna.trial.TrialState.COMPLETE:
+        raise NasplatError(f"trial {number} is {t.state.name}, not COMPLETE: only evaluated trials can be exported")
+    return t
+
+
+def export_trial(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir: Path, *, overwrite: bool = False
+) -> ExportResult:
+    """Rebuild the supernet from the study's checkpoint, recalibrate BN for the trial's path, and export it."""
+    from nasplat.data import DataSpec, load_splits
+    from nasplat.export import export_bundle
+    from nasplat.study import METRIC_PREFIX
+    from nasplat.training import load_checkpoint, recalibrate_bn
+
+    attrs = study.user_attrs
+    space = study_space(study)
+    ckpt = attrs.get("checkpoint")
+    if not ckpt:
+        raise NasplatError(
+            f"study '{study.study_name}' used no supernet checkpoint, so it has no trained weights to export"
+        )
+    if not Path(ckpt).exists():
+        raise NasplatError(f"the study's supernet checkpoint {ckpt} is missing (moved or deleted?)")
+    run_spec: dict[str, Any] = attrs.get("run_spec") or {}
+    data = DataSpec.model_validate(run_spec.get("dataset"))
+    train, val = load_splits(data)
+    supernet = space.family.build_supernet(space)
+    load_checkpoint(supernet, Path(ckpt))
+    arch = space.from_key(str(trial.user_attrs["arch_key"]))
+    options = (run_spec.get("estimator") or {}).get("options") or {}
+    calib_batches = int(options.get("calib_batches", 10))
+    with supernet.activate(arch):
+        recalibrate_bn(supernet, train.batches(data.batch_size, seed=data.seed, shuffle=True), calib_batches, arch=arch)
+    x, _ = next(val.batches(2, seed=0, shuffle=False))
+    metrics = {k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)}
+    provenance = dict(trial.user_attrs.get("provenance") or {})
+    provenance.update({"study": study.study_name, "trial": trial.number, "checkpoint": ckpt})
+    return export_bundle(
+        supernet, arch, out_dir, metrics=metrics, provenance=provenance, example_input=x, overwrite=overwrite
+    )

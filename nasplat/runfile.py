@@ -1,0 +1,97 @@
+"""The run file: one validated declaration of a search (space, data, supernet, objectives, sampler, budget)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nasplat.space import read_yaml_mapping, register_schema, spec_error_from_validation
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSection(_Strict):
+    name: str = Field(description="fashion_mnist | cifar10 | digits")
+    root: str | None = None
+    n_train: int | None = Field(default=None, ge=1)
+    n_val: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    augment: bool = False
+    seed: int = 0
+
+
+class SupernetSection(_Strict):
+    checkpoint: str | None = Field(default=None, description="an existing run or checkpoint dir; else train")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="training settings (nasplat.training.TrainSettings)"
+    )
+
+
+class EstimatorSection(_Strict):
+    name: str = "supernet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Objective(_Strict):
+    metric: str = Field(description="a metric of the estimator or of the cost model named here")
+    direction: Literal["maximize", "minimize"]
+    cost_model: str | None = Field(default=None, description="take the metric from this cost model")
+    device: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"cost_model:{self.cost_model}" if self.cost_model else "estimator"
+
+
+class SamplerSection(_Strict):
+    name: str = "nsga2"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunSpec(_Strict):
+    """A search run. Relative paths are taken relative to the current directory."""
+
+    space: str = Field(description="a registered space name or a YAML path")
+    dataset: DatasetSection
+    supernet: SupernetSection = Field(default_factory=SupernetSection)
+    estimator: EstimatorSection = Field(default_factory=EstimatorSection)
+    objectives: list[Objective] = Field(min_length=1)
+    sampler: SamplerSection = Field(default_factory=SamplerSection)
+    trials: int = Field(ge=1, description="total completed trials wanted in the study")
+    batch_size: int = Field(default=8, ge=1, description="architectures proposed and evaluated together")
+    run_dir: str = "nasplat-runs/default"
+    storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in run_dir")
+    study: str = "default"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique_metrics(self) -> RunSpec:
+        names = [o.metric for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective metrics must be distinct, got {names}")
+        return self
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(Path(self.run_dir) / 'study.db').as_posix()}"
+
+
+def parse_run(data: dict[str, Any], file: str | None = None) -> RunSpec:
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(file, exc) from None
+
+
+def load_run(path: str | Path) -> RunSpec:
+    p = Path(path)
+    return parse_run(read_yaml_mapping(p), str(p))
+
+
+register_schema(RunSpec)

@@ -1,0 +1,42 @@
+"""Samplers by name: Optuna's own, ready for ask/tell over a space's flat dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nasplat.errors import NasplatError
+from nasplat.registry import get, register
+
+SamplerFactory = Callable[..., Any]
+
+
+def _optuna_factory(attr: str, *, multi_objective_only: bool = False) -> SamplerFactory:
+    def make(seed: int, n_objectives: int, **options: Any) -> Any:
+        import optuna
+
+        if multi_objective_only and n_objectives < 2:
+            raise NasplatError(f"sampler '{attr}' needs at least two objectives")
+        cls = getattr(optuna.samplers, attr)
+        try:
+            return cls(seed=seed, **options)
+        except TypeError as exc:
+            raise NasplatError(f"sampler '{attr}': bad option ({exc})") from None
+
+    return make
+
+
+for _name, _attr, _mo in (
+    ("tpe", "TPESampler", False),
+    ("nsga2", "NSGAIISampler", False),
+    ("nsga3", "NSGAIIISampler", False),
+    ("random", "RandomSampler", False),
+    ("gp", "GPSampler", False),
+    ("qmc", "QMCSampler", False),
+):
+    register("sampler", _name)(_optuna_factory(_attr, multi_objective_only=_mo))
+
+
+def make_sampler(name: str, *, seed: int, n_objectives: int, options: dict[str, Any] | None = None) -> Any:
+    """An Optuna sampler by registered name, seeded."""
+    return get("sampler", name)(seed=seed, n_objectives=n_objectives, **(options or {}))

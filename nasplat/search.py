@@ -1,0 +1,237 @@
+"""A search run: from a run file to a study full of evaluated architectures.
+
+Steps: load and check the space and data; train the supernet (or take a checkpoint), resuming where a
+previous run stopped; then ask/tell batches of architectures through the study until it holds the wanted
+number of completed trials. Running the same run file again continues the same study.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasplat import registry
+from nasplat.errors import NasplatError
+from nasplat.runfile import RunSpec
+from nasplat.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nasplat.architecture import Architecture
+    from nasplat.costs import CostModel
+    from nasplat.estimator import Estimator
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study_name: str
+    storage_url: str
+    run_dir: Path
+    checkpoint: Path | None
+    completed: int
+    evaluated_now: int
+    seconds: float
+
+
+Log = Callable[[str], None]
+
+
+def check_dataset_fits(space: SearchSpace, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
+    """The space's declared input shape and class count must match the dataset's."""
+    want_shape = getattr(space.macro, "input_shape", None)
+    if want_shape is not None and tuple(want_shape) != tuple(input_shape):
+        raise NasplatError(
+            f"space '{space.name}' declares input_shape {list(want_shape)} but dataset '{dataset}' has "
+            f"{list(input_shape)}; pick a space made for this dataset"
+        )
+    want_classes = getattr(space.macro, "num_classes", None)
+    if want_classes is not None and want_classes != num_classes:
+        raise NasplatError(
+            f"space '{space.name}' declares num_classes {want_classes} but dataset '{dataset}' has {num_classes}"
+        )
+
+
+def prepare_supernet(
+    run: RunSpec, space: SearchSpace, log: Log, *, progress: bool = True, run_file: str | None = None
+) -> Path:
+    """The checkpoint the estimator uses: the run file's, or one trained (and resumed) in the run dir."""
+    from nasplat.data import load_splits
+    from nasplat.training import TrainSettings, train_supernet
+
+    if run.supernet.checkpoint:
+        ckpt = Path(run.supernet.checkpoint)
+        if not ckpt.exists():
+            raise NasplatError(f"supernet checkpoint {ckpt} does not exist")
+        return ckpt
+    train, _ = load_splits(run.dataset)
+    check_dataset_fits(space, train.input_shape, len(train.classes), run.dataset.name)
+    settings = TrainSettings.model_validate(
+        {"seed": run.seed, "batch_size": run.dataset.batch_size, **run.supernet.train}
+    )
+    supernet = space.family.build_supernet(space)
+    task = space.family.task(space)
+    run_dir = Path(run.run_dir) / "supernet"
+    log(f"training supernet of '{space.name}' on {run.dataset.name} ({len(train)} images) in {run_dir}")
+    result = train_supernet(supernet, task, train, settings, run_dir, progress=progress)
+    return result.checkpoint
+
+
+def make_estimator(run: RunSpec, space: SearchSpace, checkpoint: Path | None) -> Estimator:
+    cls = registry.get("estimator", run.estimator.name)
+    options = dict(run.estimator.options)
+    if run.estimator.name == "supernet":
+        options.setdefault("checkpoint", checkpoint)
+        options.setdefault("data", run.dataset)
+        options.setdefault("seed", run.seed)
+    try:
+        return cls(space, **options)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise NasplatError(f"estimator '{run.estimator.name}': bad options ({exc})") from None
+
+
+def _cost_models(run: RunSpec) -> dict[str, CostModel]:
+    models: dict[str, CostModel] = {}
+    for o in run.objectives:
+        if o.cost_model and o.cost_model not in models:
+            models[o.cost_model] = registry.get("cost_model", o.cost_model)()
+            models[o.cost_model].check_device(o.device)
+    return models
+
+
+def check_objectives(run: RunSpec, estimator: Estimator, cost_models: dict[str, CostModel]) -> None:
+    """Every objective's metric must be one its source produces; say which ones it does."""
+    est_metrics = estimator.metrics()
+    for i, o in enumerate(run.objectives):
+        allowed = list(cost_models[o.cost_model].metrics) if o.cost_model else list(est_metrics)
+        if o.metric not in allowed:
+            src = f"cost model '{o.cost_model}'" if o.cost_model else f"estimator '{run.estimator.name}'"
+            raise NasplatError(f"objectives[{i}]: {src} has no metric '{o.metric}'; it has: {', '.join(allowed)}")
+
+
+def run_search(
+    run: RunSpec,
+    *,
+    run_file: Path | None = None,
+    log: Log = print,
+    progress: bool = True,
+    trials: int | None = None,
+) -> SearchResult:
+    """Run (or continue) the search a run file declares; returns where the results are."""
+    import optuna
+
+    from nasplat.samplers import make_sampler
+    from nasplat.study import make_storage, open_study, record_result, suggest_architecture
+
+    t0 = time.perf_counter()
+    space = load_space(run.space)
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = (
+        prepare_supernet(run, space, log, progress=progress, run_file=str(run_file) if run_file else None)
+        if run.estimator.name == "supernet"
+        else None
+    )
+    estimator = make_estimator(run, space, checkpoint)
+    cost_models = _cost_models(run)
+    check_objectives(run, estimator, cost_models)
+
+    objectives = [o.model_dump() for o in run.objectives]
+    storage = make_storage(run.storage_url)
+    sampler = make_sampler(run.sampler.name, seed=run.seed, n_objectives=len(objectives), options=run.sampler.options)
+    study = open_study(
+        storage, run.study, space=space, objectives=objectives, sampler=sampler,
+        attrs={
+            "run_dir": str(run_dir.resolve()),
+            "run_file": str(run_file.resolve()) if run_file else None,
+            "run_spec": run.model_dump(mode="json"),
+            "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
+            "dataset": run.dataset.name,
+            "estimator": run.estimator.name,
+            "sampler": run.sampler.name,
+        },
+    )  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    want = trials if trials is not None else run.trials
+    done = _completed(study)
+    cache = _known_results(study)
+    provenance = {
+        **estimator.provenance(),
+        "space": space.name,
+        "space_hash": space.hash,
+        "dataset": run.dataset.name,
+        "seed": run.seed,
+        "code_version": _code_version(),
+    }
+    log(f"study '{run.study}' in {run.storage_url}: {done} of {want} trials done")
+    evaluated_now = 0
+    while done < want:
+        n = min(run.batch_size, want - done)
+        asked: list[tuple[optuna.Trial, Architecture]] = []
+        for _i in range(n):
+            trial = study.ask()
+            asked.append((trial, suggest_architecture(trial, space)))
+        told: set[int] = set()
+        try:
+            fresh = [a for _, a in asked if a.key not in cache]
+            unique = list(dict.fromkeys(fresh))
+            t_eval = time.perf_counter()
+            measured = estimator.evaluate(unique) if unique else []
+            per_arch_s = (time.perf_counter() - t_eval) / max(len(unique), 1)
+            for arch, metrics in zip(unique, measured, strict=True):
+                for name, model in cost_models.items():
+                    dev = next((o.device for o in run.objectives if o.cost_model == name), None)
+                    metrics.update(model.estimate(space, arch, dev))
+                metrics["eval_seconds"] = per_arch_s
+                cache[arch.key] = metrics
+            for trial, arch in asked:
+                metrics = cache[arch.key]
+                record_result(trial, space, arch, metrics, provenance)
+                study.tell(trial, [metrics[o.metric] for o in run.objectives])
+                told.add(trial.number)
+        except BaseException:  # a failed or interrupted batch leaves no trial running
+            for trial, _a in asked:
+                if trial.number not in told:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        evaluated_now += len(unique)
+        done = _completed(study)
+        log(f"  {done}/{want} trials ({evaluated_now} architectures evaluated in this run)")
+    return SearchResult(
+        study_name=run.study,
+        storage_url=run.storage_url,
+        run_dir=run_dir,
+        checkpoint=checkpoint,
+        completed=done,
+        evaluated_now=evaluated_now,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _completed(study: optuna.Study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _known_results(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Metrics of architectures already evaluated in this study: a repeated proposal is not re-measured."""
+    import optuna
+
+    from nasplat.study import METRIC_PREFIX
+
+    known: dict[str, dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        key = t.user_attrs.get("arch_key")
+        if key:
+            known[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
+    return known
+
+
+def _code_version() -> str:
+    import nasplat
+
+    return nasplat.__version__

@@ -1,0 +1,193 @@
+"""Optuna glue: the study is the system of record for a search.
+
+Each trial is one architecture: its choices are the trial's parameters; its key, family string, every metric
+and their provenance are user attributes. Study attributes record the space (name, hash, file, declaration),
+the objectives and the run settings, so a study can be read, continued and exported on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from nasplat.errors import NasplatError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nasplat.architecture import Architecture
+    from nasplat.space import SearchSpace
+
+STUDY_FORMAT = 1  # bumped when what nasplat writes into a study changes shape
+METRIC_PREFIX = "metric:"
+
+
+def make_storage(url: str) -> Any:
+    """An Optuna storage for a SQLAlchemy URL (SQLite file, PostgreSQL...)."""
+    import optuna
+    import sqlalchemy.exc
+
+    if "://" not in url:
+        raise NasplatError(f"storage '{url}' is not a URL; use e.g. sqlite:///results.db or postgresql://host/db")
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def open_study(
+    storage: Any,
+    study_name: str,
+    *,
+    space: SearchSpace,
+    objectives: Sequence[dict[str, Any]],
+    sampler: Any,
+    attrs: dict[str, Any] | None = None,
+) -> optuna.Study:
+    """Create the study, or load it and check that it searches the same space for the same objectives."""
+    import optuna
+
+    directions = [o["direction"] for o in objectives]
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True
+    )
+    existing = study.user_attrs
+    if "nasplat_format" in existing:
+        if existing.get("space_hash") != space.hash:
+            raise NasplatError(
+                f"study '{study_name}' searches space '{existing.get('space')}' (hash {existing.get('space_hash')}), "
+                f"not '{space.name}' (hash {space.hash}); use another study name"
+            )
+        if existing.get("objectives") != list(objectives):
+            raise NasplatError(
+                f"study '{study_name}' has objectives {_fmt_obj(existing.get('objectives'))}, "
+                f"the run file asks for {_fmt_obj(list(objectives))}; use another study name"
+            )
+    else:
+        import nasplat
+
+        base = {
+            "nasplat_format": STUDY_FORMAT,
+            "nasplat_version": nasplat.__version__,
+            "space": space.name,
+            "space_hash": space.hash,
+            "space_file": str(space.path.resolve()) if space.path else None,
+            "space_spec": space.spec.model_dump(mode="json"),
+            "family": space.spec.family,
+            "objectives": list(objectives),
+        }
+        for key, value in {**base, **(attrs or {})}.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def _fmt_obj(objs: Any) -> str:
+    if not isinstance(objs, list):
+        return repr(objs)
+    return ", ".join(f"{o.get('metric')} ({o.get('direction')})" for o in objs)
+
+
+def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture:
+    """Ask the trial for every dimension of the space (Optuna's distributions over the flat labels)."""
+    values: dict[str, Any] = {}
+    for d in space.dimensions:
+        if d.kind == "integer" and len(d.choices) > 1:
+            ints = [int(c) for c in d.choices]  # type: ignore[arg-type]
+            step = ints[1] - ints[0]
+            values[d.label] = trial.suggest_int(d.label, ints[0], ints[-1], step=step)
+        else:
+            values[d.label] = trial.suggest_categorical(d.label, d.choices)  # type: ignore[arg-type]
+    return space.make(values, check=False)
+
+
+def record_result(trial: optuna.Trial, space: SearchSpace, arch: Architecture, metrics: dict[str, float],
+                  provenance: dict[str, Any]) -> None:  # fmt: skip
+    """Store an evaluated architecture's identity, metrics and provenance on its trial."""
+    trial.set_user_attr("arch_key", arch.key)
+    trial.set_user_attr("arch_string", space.to_string(arch))
+    for name, value in metrics.items():
+        trial.set_user_attr(METRIC_PREFIX + name, float(value))
+    trial.set_user_attr("provenance", provenance)
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    objs = study.user_attrs.get("objectives")
+    if isinstance(objs, list) and len(objs) == len(study.directions):
+        return [str(o["metric"]) for o in objs]
+    return [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def load_study(storage: Any, study_name: str | None) -> optuna.Study:
+    """Load an existing study (the most recently created one when ``study_name`` is None)."""
+    import optuna
+
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    names = [s.study_name for s in summaries]
+    if not names:
+        raise NasplatError("the storage holds no study")
+    if study_name is None:
+        study_name = names[-1]
+    if study_name not in names:
+        raise NasplatError(f"no study '{study_name}' in the storage; studies: {', '.join(names)}")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) -> pd.DataFrame:
+    """One row per trial: number, state, objective values by metric name, choices, metrics, identity."""
+    import optuna
+
+    wanted = {optuna.trial.TrialState[s] for s in states}
+    names = objective_names(study)
+    rows: list[dict[str, Any]] = []
+    for t in study.get_trials(deepcopy=False, states=tuple(wanted)):
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+        values = t.values or [float("nan")] * len(names)
+        row.update(dict(zip(names, values, strict=True)))
+        for k, v in t.user_attrs.items():
+            if k.startswith(METRIC_PREFIX) and k[len(METRIC_PREFIX) :] not in row:
+                row[k[len(METRIC_PREFIX) :]] = v
+        row["arch"] = t.user_attrs.get("arch_string")
+        row["arch_key"] = t.user_attrs.get("arch_key")
+        for k, v in t.params.items():
+            row[f"param:{k}"] = v
+        row["seconds"] = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) -> tuple[pd.DataFrame, float | None]:
+    """The non-dominated completed trials (sorted by the first objective) and their hypervolume.
+
+    The hypervolume needs a reference point; without one, the study's ``reference_point`` attribute is used
+    if set, else none is computed.
+    """
+    from nasplat.pareto import hypervolume, non_dominated_mask
+
+    frame = trials_frame(study)
+    names = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    if frame.empty:
+        return frame, None
+    mask = non_dominated_mask(frame[names].to_numpy(dtype=float), directions)
+    front = frame[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
+    ref = reference if reference is not None else study.user_attrs.get("reference_point")
+    hv = None
+    if ref is not None:
+        hv = hypervolume(front[names].to_numpy(dtype=float), list(ref), directions)
+    return front, hv
