@@ -189,7 +189,7 @@ def export(
     st = load_study(make_storage(storage), study)
     t = pick_trial(st, trial)
     result = export_trial(st, t, out_dir, overwrite=overwrite)
-    out.print(f"[green]exported[/] trial {t.number} ({t.user_attrs.get('arch_string')}) to {result.directory}")
+    out.print(f"[green]exported[/] trial {t.number} ({t.user_attrs.get('arch_string')}) to {result.bundle_dir}")
 
 
 # ---------------------------------------------------------------------------------------------------- quickstart

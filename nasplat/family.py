@@ -55,8 +55,11 @@ class Family(ABC):
 
     # networks
     @abstractmethod
-    def build_supernet(self, space: SearchSpace) -> Supernet:
-        """A weight-sharing network holding every architecture of the space."""
+    def build_supernet(self, space: SearchSpace, *, seed: int = 0) -> Supernet:
+        """A weight-sharing network holding every architecture of the space, initialised from ``seed``.
+
+        Wrap construction in :func:`nasplat.supernet.seeded` so the global RNG is left untouched.
+        """
 
     @abstractmethod
     def layers(self, space: SearchSpace, arch: Architecture) -> list[LayerRecord]:

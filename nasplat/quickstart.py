@@ -24,6 +24,8 @@ def default_run(out_dir: Path, **overrides: Any) -> dict[str, Any]:
         run["dataset"]["n_train"] = overrides["n_train"]
     if overrides.get("dataset") is not None:
         run["dataset"]["name"] = overrides["dataset"]
+    if overrides.get("n_val") is not None:
+        run["dataset"]["n_val"] = overrides["n_val"]
     if overrides.get("space") is not None:
         run["space"] = overrides["space"]
     return run
@@ -70,14 +72,14 @@ def run_quickstart(
         "storage": result.storage_url,
         "study": result.study_name,
         "checkpoint": result.checkpoint,
-        "bundle": bundle.directory,
+        "bundle": bundle.bundle_dir,
         "exported_trial": trial.number,
         "front_size": len(front),
     }
-    log(f"exported trial {trial.number} ({trial.user_attrs.get('arch_string')}) to {bundle.directory}")
+    log(f"exported trial {trial.number} ({trial.user_attrs.get('arch_string')}) to {bundle.bundle_dir}")
     log("where everything is:")
     log(f"  run file     {run_file}   (rerun or continue: nasplat search {run_file})")
     log(f"  study        {result.storage_url}  (nasplat pareto --storage {result.storage_url})")
     log(f"  supernet     {result.checkpoint}")
-    log(f"  bundle       {bundle.directory}   (python {bundle.directory}/load.py)")
+    log(f"  bundle       {bundle.bundle_dir}   (python {bundle.bundle_dir}/load.py)")
     return summary

@@ -76,7 +76,7 @@ def export_trial(
     run_spec: dict[str, Any] = attrs.get("run_spec") or {}
     data = DataSpec.model_validate(run_spec.get("dataset"))
     train, val = load_splits(data)
-    supernet = space.family.build_supernet(space)
+    supernet = space.family.build_supernet(space, seed=int(run_spec.get("seed", 0)))
     load_checkpoint(supernet, Path(ckpt))
     arch = space.from_key(str(trial.user_attrs["arch_key"]))
     options = (run_spec.get("estimator") or {}).get("options") or {}

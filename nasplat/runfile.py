@@ -7,21 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nasplat.data import DataSpec
 from nasplat.space import read_yaml_mapping, register_schema, spec_error_from_validation
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSection(_Strict):
-    name: str = Field(description="fashion_mnist | cifar10 | digits")
-    root: str | None = None
-    n_train: int | None = Field(default=None, ge=1)
-    n_val: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    augment: bool = False
-    seed: int = 0
 
 
 class SupernetSection(_Strict):
@@ -56,7 +47,7 @@ class RunSpec(_Strict):
     """A search run. Relative paths are taken relative to the current directory."""
 
     space: str = Field(description="a registered space name or a YAML path")
-    dataset: DatasetSection
+    dataset: DataSpec
     supernet: SupernetSection = Field(default_factory=SupernetSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
     objectives: list[Objective] = Field(min_length=1)

@@ -72,7 +72,7 @@ def prepare_supernet(
     settings = TrainSettings.model_validate(
         {"seed": run.seed, "batch_size": run.dataset.batch_size, **run.supernet.train}
     )
-    supernet = space.family.build_supernet(space)
+    supernet = space.family.build_supernet(space, seed=settings.seed)
     task = space.family.task(space)
     run_dir = Path(run.run_dir) / "supernet"
     log(f"training supernet of '{space.name}' on {run.dataset.name} ({len(train)} images) in {run_dir}")

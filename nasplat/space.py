@@ -95,6 +95,12 @@ class IntegerDimension(_DimensionBase):
         return self
 
 
+_DIMENSION_TYPES: dict[str, type[BaseModel]] = {
+    "categorical": CategoricalDimension,
+    "ordinal": OrdinalDimension,
+    "integer": IntegerDimension,
+}
+
 DimensionSpec = Annotated[CategoricalDimension | OrdinalDimension | IntegerDimension, Field(discriminator="type")]
 
 
@@ -127,15 +133,19 @@ def _loc_to_path(loc: Sequence[int | str]) -> str:
 
 
 def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: str = "") -> SpecError:
-    """Turn pydantic's report into one line: the first problem with its key path."""
-    err = exc.errors()[0]
+    """Turn pydantic's report into one line: the first problem with its key path.
+
+    Unknown keys are reported first: a misspelt key also makes the intended one look missing.
+    """
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     path = _loc_to_path(err["loc"])
     if prefix:
         path = f"{prefix}.{path}" if path else prefix
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-        allowed = _allowed_keys(exc)
+        allowed = _allowed_keys(exc, err)
         if allowed:
             msg += f"; allowed keys: {', '.join(allowed)}"
     elif err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], int):
@@ -156,9 +166,8 @@ def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: s
     return SpecError(file, path, msg)
 
 
-def _allowed_keys(exc: ValidationError) -> list[str]:
+def _allowed_keys(exc: ValidationError, err: Any) -> list[str]:
     """The keys allowed where an unknown key was found (looked up through the model that raised)."""
-    err = exc.errors()[0]
     models: dict[str, type[BaseModel]] = {}
     stack: list[type[BaseModel]] = list(_SCHEMAS)
     while stack:
@@ -172,20 +181,18 @@ def _allowed_keys(exc: ValidationError) -> list[str]:
     root = models.get(exc.title)
     if root is None:
         return []
-    model: type[BaseModel] | None = root
+    candidates: list[type[BaseModel]] = [root]
     for part in list(err["loc"])[:-1]:
-        if model is None:
-            return []
         if isinstance(part, int):
             continue
-        if part in ("categorical", "ordinal", "integer"):
-            model = {"categorical": CategoricalDimension, "ordinal": OrdinalDimension, "integer": IntegerDimension}[
-                part
-            ]
+        if part in _DIMENSION_TYPES:
+            candidates = [_DIMENSION_TYPES[str(part)]]
             continue
-        field = model.model_fields.get(str(part))
-        types = _model_types(field.annotation) if field else []
-        model = types[0] if len(types) == 1 else None
+        if len(candidates) != 1:
+            return []
+        field = candidates[0].model_fields.get(str(part))
+        candidates = _model_types(field.annotation) if field else []
+    model = candidates[0] if len(candidates) == 1 else None
     return sorted(model.model_fields) if model else []
 
 

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from nasplat.space import SearchSpace
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block (module construction) from a fixed torch seed, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class Supernet(nn.Module):
     """Base class of every family's weight-sharing network."""
 

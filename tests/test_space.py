@@ -96,7 +96,9 @@ def test_constraints_filter_samples_and_enumeration() -> None:
         assert arch["stage1.depth"] >= 2
         assert not (arch["op.a"] == "skip" and arch["op.b"] == "skip")
     assert space.size() == 3 * 3 * (9 - 1)
-    bad = Architecture.from_dict("flat", {"stage1.block1.kernel_size": 3, "stage1.depth": 1, "op.a": "conv", "op.b": "conv"})
+    bad = Architecture.from_dict(
+        "flat", {"stage1.block1.kernel_size": 3, "stage1.depth": 1, "op.a": "conv", "op.b": "conv"}
+    )
     with pytest.raises(NasplatError, match="violates constraint"):
         space.validate(bad)
 
@@ -108,7 +110,7 @@ def test_make_rejects_out_of_range_and_unknown_labels() -> None:
         space.make({**good, "stage1.depth": 9})
     with pytest.raises(NasplatError, match="unknown labels: nope"):
         space.make({**good, "nope": 1})
-    with pytest.raises(NasplatError, match="missing labels: op.b"):
+    with pytest.raises(NasplatError, match=r"missing labels: op\.b"):
         space.make({k: v for k, v in good.items() if k != "op.b"})
 
 
@@ -145,12 +147,28 @@ def test_space_hash_depends_on_content_only() -> None:
     [
         ({"version": "one"}, "version", "valid integer"),
         ({"dimensions": [{"label": "x", "type": "categorical", "choices": []}]}, "dimensions[0].choices", "at least 1"),
-        ({"dimensions": [{"label": "x", "type": "wat", "choices": [1]}]}, "dimensions[0]", "categorical, ordinal, integer"),
-        ({"dimensions": [{"label": "x", "type": "integer", "low": 5, "high": 1}]}, "dimensions[0]", "'high' (1) must be >= 'low' (5)"),
-        ({"dimensions": [{"label": "x", "labels": ["y"], "type": "categorical", "choices": [1]}]}, "dimensions[0]", "exactly one of"),
+        (
+            {"dimensions": [{"label": "x", "type": "wat", "choices": [1]}]},
+            "dimensions[0]",
+            "categorical, ordinal, integer",
+        ),
+        (
+            {"dimensions": [{"label": "x", "type": "integer", "low": 5, "high": 1}]},
+            "dimensions[0]",
+            "'high' (1) must be >= 'low' (5)",
+        ),
+        (
+            {"dimensions": [{"label": "x", "labels": ["y"], "type": "categorical", "choices": [1]}]},
+            "dimensions[0]",
+            "exactly one of",
+        ),
         ({"dimensions": [{"label": "9bad", "type": "categorical", "choices": [1]}]}, "dimensions[0].label", "pattern"),
         ({"dimensions": [{"label": "x", "type": "categorical", "choices": [1, 1]}]}, "dimensions[0].choices", "unique"),
-        ({"extra": 1}, "extra", "unknown key; allowed keys: constraints, description, dimensions, family, macro, name, version"),
+        (
+            {"extra": 1},
+            "extra",
+            "unknown key; allowed keys: constraints, description, dimensions, family, macro, name, version",
+        ),
         ({"macro": {"input_shape": [1, 8]}}, "macro.input_shape", ""),
         ({"macro": {**MACRO, "colour": "red"}}, "macro.colour", "unknown key"),
         ({"constraints": ["x >"]}, "constraints[0]", "not a valid expression"),
@@ -172,7 +190,12 @@ def test_bad_declarations_name_file_key_and_expectation(patch: dict[str, Any], k
 
 def test_duplicate_labels_are_rejected() -> None:
     with pytest.raises(SpecError, match="declared twice"):
-        flat_space([{"label": "x", "type": "categorical", "choices": [1]}, {"labels": ["y", "x"], "type": "categorical", "choices": [2]}])
+        flat_space(
+            [
+                {"label": "x", "type": "categorical", "choices": [1]},
+                {"labels": ["y", "x"], "type": "categorical", "choices": [2]},
+            ]
+        )
 
 
 def test_unknown_space_name_lists_known_ones() -> None:
@@ -196,13 +219,33 @@ def space_dicts(draw: st.DrawFn) -> dict[str, Any]:
         kind = draw(st.sampled_from(["categorical", "ordinal", "integer"]))
         if kind == "integer":
             low = draw(st.integers(-5, 5))
-            dims.append({"label": label, "type": kind, "low": low, "high": low + draw(st.integers(0, 6)), "step": draw(st.integers(1, 3))})
+            dims.append(
+                {
+                    "label": label,
+                    "type": kind,
+                    "low": low,
+                    "high": low + draw(st.integers(0, 6)),
+                    "step": draw(st.integers(1, 3)),
+                }
+            )
         elif kind == "ordinal":
-            dims.append({"label": label, "type": kind, "choices": draw(st.lists(st.integers(1, 512), min_size=1, max_size=5, unique=True))})
+            dims.append(
+                {
+                    "label": label,
+                    "type": kind,
+                    "choices": draw(st.lists(st.integers(1, 512), min_size=1, max_size=5, unique=True)),
+                }
+            )
         else:
             choices = draw(st.lists(_value, min_size=1, max_size=5, unique_by=json.dumps))
             dims.append({"label": label, "type": kind, "choices": choices})
-    return {"name": "gen", "version": draw(st.integers(1, 9)), "family": "test-flat", "dimensions": dims, "macro": MACRO}
+    return {
+        "name": "gen",
+        "version": draw(st.integers(1, 9)),
+        "family": "test-flat",
+        "dimensions": dims,
+        "macro": MACRO,
+    }
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

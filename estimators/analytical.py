@@ -1,0 +1,191 @@
+"""Analytical cost model: counts MACs, parameters, memory and bit operations from layer records alone.
+
+No network is built: the family describes an architecture as a list of :class:`~nasplat.costs.LayerRecord`
+(``space.family.layers(space, arch)``) and :func:`count_costs` adds up closed-form counts per layer.
+Every count is for one sample (batch 1) and independent of the device.
+
+What each metric means (all summed over layers unless said otherwise):
+
+``macs``
+    Multiply-accumulates. ``conv2d``: ``out_h*out_w*out_channels*(in_channels/groups)*kernel²``;
+    ``linear``: ``out_h*out_w*in_channels*out_channels`` (``out_hw`` is ``(1, 1)`` for a plain vector, the
+    token grid for token-wise projections); ``attention``: the four ``C×C`` projections over ``T`` tokens
+    plus ``Q·Kᵀ`` and ``A·V`` (``4*T*C² + 2*T²*C``, ``T = in_h*in_w``, ``C = in_channels``); ``matmul``:
+    ``out_h*out_w*in_channels*out_channels``. Everything else (normalisation, activations, pooling, adds)
+    counts 0: those are element-wise or reductions, not multiply-accumulates, and inference usually folds BN.
+``params_count``
+    Learnable parameters. ``conv2d``: ``out_channels*(in_channels/groups)*kernel²`` (+ ``out_channels`` for
+    a bias); ``linear``: ``in*out`` (+ ``out``); ``attention``: ``4*C²`` (+ ``4*C``); ``batchnorm`` and
+    ``layernorm``: ``2*channels`` (scale and shift) unless the record's ``extra`` says ``("affine", 0)``.
+    Buffers such as BN running statistics are not parameters.
+``model_bytes``
+    ``params_count`` of each layer times its ``weight_format`` width, over 8.
+``activation_bytes``
+    The sum over layers of each layer's output activation size (``out_channels*out_h*out_w`` elements in the
+    layer's ``act_format``): the memory traffic of writing every intermediate once. ``identity`` and
+    ``zero`` layers produce no new tensor and count 0.
+``peak_activation_bytes``
+    The largest ``input + output`` activation size of any single layer: a lower bound on the working
+    memory an inference needs (live skip tensors are not tracked by layer records).
+``bops``
+    Bit operations: per layer ``macs × weight bits × activation bits`` (``32*32*macs`` for float32).
+
+A record may override its own counts through ``extra`` with ``("macs", n)`` and ``("params_count", n)``,
+for ops whose cost the closed forms above do not capture.
+
+Per-layer costs are cached by the record's configuration (everything but its name: the same information as
+:attr:`~nasplat.costs.LayerRecord.config_key`), and the totals are cached per architecture, so repeated and
+similar architectures cost a dictionary look-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING, ClassVar
+
+from nasplat.costs import FORMAT_BITS, LAYER_OPS, CostModel, LayerRecord
+from nasplat.errors import NasplatError
+from nasplat.registry import register
+
+if TYPE_CHECKING:
+    from nasplat.architecture import Architecture
+    from nasplat.space import SearchSpace
+
+#: The metrics :func:`count_costs` and :class:`AnalyticalCostModel` return, in this order.
+METRICS: tuple[str, ...] = (
+    "macs",
+    "params_count",
+    "model_bytes",
+    "activation_bytes",
+    "peak_activation_bytes",
+    "bops",
+)
+
+# Every LayerRecord field except ``name``: the same content as ``LayerRecord.config_key`` without the cost
+# of ``dataclasses.asdict`` (which deep-copies), so caching per layer stays cheap.
+_CONFIG_FIELDS = tuple(f for f in LayerRecord.__dataclass_fields__ if f != "name")
+_config_of = attrgetter(*_CONFIG_FIELDS)
+
+_NORM_OPS = frozenset({"batchnorm", "layernorm"})
+_NO_NEW_TENSOR = frozenset({"identity", "zero"})
+
+# (macs, params_count, model_bytes, activation_bytes, in+out bytes, bops) of one layer configuration
+_LayerCost = tuple[float, float, float, float, float, float]
+_layer_cache: dict[tuple[object, ...], _LayerCost] = {}
+_LAYER_CACHE_MAX = 200_000
+
+
+def _layer_cost(rec: LayerRecord) -> _LayerCost:
+    """Closed-form costs of one layer (see the module docstring)."""
+    op = rec.op
+    if op not in LAYER_OPS:  # records validate themselves; this guards hand-made or mutated ones
+        raise NasplatError(f"layer '{rec.name}': unknown op '{op}'; allowed: {', '.join(LAYER_OPS)}")
+    for fmt in (rec.weight_format, rec.act_format):
+        if fmt not in FORMAT_BITS:
+            raise NasplatError(f"layer '{rec.name}': unknown number format '{fmt}'; allowed: {', '.join(FORMAT_BITS)}")
+    cin, cout = rec.in_channels, rec.out_channels
+    in_px = rec.in_hw[0] * rec.in_hw[1]
+    out_px = rec.out_hw[0] * rec.out_hw[1]
+    extra = dict(rec.extra)
+    macs = 0
+    params = 0
+    if op == "conv2d":
+        if rec.groups < 1 or cin % rec.groups or cout % rec.groups:
+            raise NasplatError(
+                f"layer '{rec.name}': groups={rec.groups} must divide in_channels={cin} and out_channels={cout}"
+            )
+        per_out = (cin // rec.groups) * rec.kernel * rec.kernel
+        macs = out_px * cout * per_out
+        params = cout * per_out + (cout if rec.bias else 0)
+    elif op == "linear":
+        macs = out_px * cin * cout
+        params = cin * cout + (cout if rec.bias else 0)
+    elif op == "attention":
+        tokens = in_px
+        macs = 4 * tokens * cin * cin + 2 * tokens * tokens * cin
+        params = 4 * cin * cin + (4 * cin if rec.bias else 0)
+    elif op == "matmul":
+        macs = out_px * cin * cout
+    elif op in _NORM_OPS:
+        params = 0 if extra.get("affine", 1) == 0 else 2 * cout
+    macs_f = float(extra.get("macs", macs))
+    params_f = float(extra.get("params_count", params))
+    w_bits = FORMAT_BITS[rec.weight_format]
+    a_bits = FORMAT_BITS[rec.act_format]
+    out_bytes = 0.0 if op in _NO_NEW_TENSOR else cout * out_px * a_bits / 8
+    in_bytes = cin * in_px * a_bits / 8
+    return (macs_f, params_f, params_f * w_bits / 8, out_bytes, in_bytes + out_bytes, macs_f * w_bits * a_bits)
+
+
+def count_costs(layers: Iterable[LayerRecord]) -> dict[str, float]:
+    """Sum the analytical costs of a network's layer records (batch 1); keys are :data:`METRICS`."""
+    macs = params = model_b = act_b = peak_b = bops = 0.0
+    cache = _layer_cache
+    for rec in layers:
+        key = _config_of(rec)
+        try:
+            cost = cache.get(key)
+        except TypeError:  # a record holding a list (unhashable): fall back to the normalised key
+            key = rec.config_key
+            cost = cache.get(key)
+        if cost is None:
+            cost = _layer_cost(rec)
+            if len(cache) >= _LAYER_CACHE_MAX:
+                cache.clear()
+            cache[key] = cost
+        macs += cost[0]
+        params += cost[1]
+        model_b += cost[2]
+        act_b += cost[3]
+        peak_b = max(peak_b, cost[4])
+        bops += cost[5]
+    return {
+        "macs": macs,
+        "params_count": params,
+        "model_bytes": model_b,
+        "activation_bytes": act_b,
+        "peak_activation_bytes": peak_b,
+        "bops": bops,
+    }
+
+
+@register("cost_model", "analytical")
+class AnalyticalCostModel(CostModel):
+    """Device-independent counts (MACs, parameters, bytes, BOPs) from the family's layer records.
+
+    See the module docstring for the exact definition of each metric. Totals are cached per architecture
+    (up to ``cache_size`` of them; the cache is cleared when full), keyed by the space's name and hash, so a
+    changed declaration never reuses stale numbers.
+    """
+
+    name: ClassVar[str] = "analytical"
+    metrics: ClassVar[tuple[str, ...]] = METRICS
+
+    def __init__(self, cache_size: int = 500_000) -> None:
+        self.cache_size = cache_size
+        self._cache: dict[tuple[str, str], dict[Architecture, dict[str, float]]] = {}
+
+    def devices(self) -> list[str] | None:
+        return None
+
+    def estimate(self, space: SearchSpace, arch: Architecture, device: str | None = None) -> dict[str, float]:
+        """Costs of ``arch`` (batch 1); ``device`` is accepted and ignored (the counts do not depend on it)."""
+        per_space = self._cache.get((space.name, space.hash))
+        if per_space is None:
+            per_space = self._cache.setdefault((space.name, space.hash), {})
+        costs = per_space.get(arch)
+        if costs is None:
+            if arch.space != space.name:
+                raise NasplatError(f"architecture belongs to space '{arch.space}', not '{space.name}'")
+            costs = count_costs(space.family.layers(space, arch))
+            if len(per_space) >= self.cache_size:
+                per_space.clear()
+            per_space[arch] = costs
+        return dict(costs)
+
+    def estimate_many(
+        self, space: SearchSpace, archs: Iterable[Architecture], device: str | None = None
+    ) -> list[dict[str, float]]:
+        """:meth:`estimate` for each architecture, in order."""
+        return [self.estimate(space, a, device) for a in archs]
