@@ -31,8 +31,11 @@ want="$(cat pyproject.toml constraints.txt requirements-lock.txt | sha256sum | c
 if [ ! -f "$stamp" ] || ! grep -qxF -- "$want" "$stamp"; then
   echo "setup: installing nasplat[$extras] (torch pinned to the local CPU build; versions from requirements-lock.txt)"
   # torch first and alone, so that no resolver step can reach for a CUDA build
-  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -c requirements-lock.txt -e ".[$extras]"
+  # (pip's notes about index folders this machine's configuration names but lacks are filtered out)
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -c requirements-lock.txt -e ".[$extras]" \
+    2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, nasplat" || { echo "setup: installation failed" >&2; exit 1; }
   echo "$want" >> "$stamp"
 fi
 echo "setup: ready (.venv/bin/nasplat)"

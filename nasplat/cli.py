@@ -214,6 +214,28 @@ def quickstart(
     )
 
 
+# ---------------------------------------------------------------------------------------------------- more groups
+# Command groups that live in their own modules (each defines ``register(app)``; heavy imports stay inside
+# the commands so that ``nasplat --help`` stays fast).
+_GROUPS = ("nasplat.cli_predictor", "nasplat.cli_costs", "nasplat.cli_dashboard", "nasplat.cli_bench")
+
+
+def _register_groups() -> None:
+    import importlib
+
+    for name in _GROUPS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_groups()
+
+
 # ---------------------------------------------------------------------------------------------------- helpers
 def _log(msg: str) -> None:
     out.print(escape(msg), highlight=False)

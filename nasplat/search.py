@@ -70,7 +70,7 @@ def prepare_supernet(
     train, _ = load_splits(run.dataset)
     check_dataset_fits(space, train.input_shape, len(train.classes), run.dataset.name)
     settings = TrainSettings.model_validate(
-        {"seed": run.seed, "batch_size": run.dataset.batch_size, **run.supernet.train}
+        {"seed": run.seed, "batch_size": run.dataset.batch_size, "augment": run.dataset.augment, **run.supernet.train}
     )
     supernet = space.family.build_supernet(space, seed=settings.seed)
     task = space.family.task(space)
