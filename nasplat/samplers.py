@@ -12,7 +12,7 @@ SamplerFactory = Callable[..., Any]
 
 
 def _optuna_factory(attr: str, *, multi_objective_only: bool = False) -> SamplerFactory:
-    def make(seed: int, n_objectives: int, **options: Any) -> Any:
+    def make(seed: int, n_objectives: int, space: Any = None, **options: Any) -> Any:
         import optuna
 
         if multi_objective_only and n_objectives < 2:
@@ -37,6 +37,12 @@ for _name, _attr, _mo in (
     register("sampler", _name)(_optuna_factory(_attr, multi_objective_only=_mo))
 
 
-def make_sampler(name: str, *, seed: int, n_objectives: int, options: dict[str, Any] | None = None) -> Any:
-    """An Optuna sampler by registered name, seeded."""
-    return get("sampler", name)(seed=seed, n_objectives=n_objectives, **(options or {}))
+def make_sampler(name: str, *, seed: int, n_objectives: int, space: Any, options: dict[str, Any] | None = None) -> Any:
+    """An Optuna sampler by registered name, seeded; nasplat's own samplers also get the space."""
+    import nasplat.evolution  # noqa: F401 - registers nasplat's own samplers
+
+    factory = get("sampler", name)
+    try:
+        return factory(seed=seed, n_objectives=n_objectives, space=space, **(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise NasplatError(f"sampler '{name}': bad options {options or {}} ({exc})") from None

@@ -139,9 +139,12 @@ def run_search(
     cost_models = _cost_models(run)
     check_objectives(run, estimator, cost_models)
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = [o.model_dump() for o in run.objectives]
     storage = make_storage(run.storage_url)
-    sampler = make_sampler(run.sampler.name, seed=run.seed, n_objectives=len(objectives), options=run.sampler.options)
+    sampler = make_sampler(
+        run.sampler.name, seed=run.seed, n_objectives=len(objectives), space=space, options=run.sampler.options
+    )
     study = open_study(
         storage, run.study, space=space, objectives=objectives, sampler=sampler,
         attrs={
@@ -154,7 +157,6 @@ def run_search(
             "sampler": run.sampler.name,
         },
     )  # fmt: skip
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     want = trials if trials is not None else run.trials
     done = _completed(study)
     cache = _known_results(study)

@@ -1,0 +1,183 @@
+"""nasplat's own samplers, usable anywhere Optuna's are (ask/tell, ``study.optimize``, Ray Tune's OptunaSearch).
+
+They see the space, so their moves are the space's own: ``SearchSpace.mutate`` changes one cell edge, one
+stage depth, one bit-width, to a neighbouring choice where choices are ordered.
+
+- :class:`EvolutionSampler`: regularized (aging) evolution (Real et al. 2019). The population is the most
+  recent ``population_size`` completed trials; a parent is the winner of a random tournament and its child a
+  mutation. With several objectives the tournament compares non-domination rank, then crowding distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from nasplat.pareto import non_dominated_mask
+from nasplat.registry import register
+
+if TYPE_CHECKING:
+    from nasplat.architecture import Architecture
+    from nasplat.space import SearchSpace
+
+
+def space_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """The Optuna distribution of each dimension (as :func:`nasplat.study.suggest_architecture` asks them)."""
+    out: dict[str, BaseDistribution] = {}
+    for d in space.dimensions:
+        if d.kind == "integer" and len(d.choices) > 1:
+            ints = [int(c) for c in d.choices]  # type: ignore[arg-type]
+            out[d.label] = IntDistribution(ints[0], ints[-1], step=ints[1] - ints[0])
+        else:
+            out[d.label] = CategoricalDistribution(d.choices)  # type: ignore[arg-type]
+    return out
+
+
+def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Non-domination rank of each row (0 = on the front), by peeling fronts."""
+    ranks = np.full(len(values), -1)
+    remaining = np.arange(len(values))
+    rank = 0
+    while len(remaining):
+        mask = non_dominated_mask(values[remaining], directions)
+        if not mask.any():  # only NaN rows left
+            ranks[remaining] = rank
+            break
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def crowding(values: np.ndarray) -> np.ndarray:
+    """Crowding distance of each row within its set (larger = more isolated; extremes are infinite)."""
+    n, m = values.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(m):
+        order = np.argsort(values[:, j])
+        span = values[order[-1], j] - values[order[0], j]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (values[order[2:], j] - values[order[:-2], j]) / span
+    return dist
+
+
+class SpaceAwareSampler(optuna.samplers.BaseSampler):
+    """Base for samplers that propose whole architectures of a space (relative sampling over every label)."""
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0) -> None:
+        self.space = space
+        self._rng = np.random.default_rng(seed)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._distributions = space_distributions(space)
+        self._key_cache: dict[tuple[int, int], str] = {}
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(self._distributions)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        seen = self._seen_keys(study, trial)
+        arch = self.propose(study, seen)
+        return arch.as_dict()
+
+    def propose(self, study: optuna.Study, seen: set[str]) -> Architecture:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # helpers for subclasses
+    def _history(self, study: optuna.Study) -> tuple[list[Architecture], np.ndarray]:
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+        done.sort(key=lambda t: t.number)
+        archs, values = [], []
+        for t in done:
+            try:
+                archs.append(self.space.make(t.params, check=False))
+            except Exception:
+                continue
+            values.append(t.values)
+        return archs, np.asarray(values, dtype=float).reshape(len(archs), len(study.directions))
+
+    def _seen_keys(self, study: optuna.Study, current: FrozenTrial) -> set[str]:
+        """Keys of architectures evaluated or being evaluated (proposing them again would waste budget)."""
+        keys = set()
+        labels = set(self.space.labels)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number == current.number:
+                continue
+            key = self._key_cache.get((study._study_id, t.number))
+            if key is None and set(t.params) == labels:
+                key = self.space.make(t.params, check=False).key
+                if t.state == TrialState.COMPLETE:
+                    self._key_cache[(study._study_id, t.number)] = key
+            if key is not None:
+                keys.add(key)
+        return keys
+
+    def _fresh(self, make: Any, seen: set[str], tries: int = 50) -> Architecture:
+        """The first candidate from ``make()`` not evaluated yet (or the last one tried)."""
+        arch = make()
+        for _ in range(tries):
+            if arch.key not in seen:
+                break
+            arch = make()
+        return arch  # type: ignore[no-any-return]
+
+
+class EvolutionSampler(SpaceAwareSampler):
+    """Regularized (aging) evolution; multi-objective by non-domination rank and crowding."""
+
+    def __init__(
+        self, space: SearchSpace, *, seed: int = 0, population_size: int = 20, tournament_size: int = 5,
+        n_changes: int = 1,
+    ) -> None:  # fmt: skip
+        super().__init__(space, seed=seed)
+        if population_size < 2 or not 1 <= tournament_size <= population_size:
+            raise ValueError("need population_size >= 2 and 1 <= tournament_size <= population_size")
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self.n_changes = n_changes
+
+    def propose(self, study: optuna.Study, seen: set[str]) -> Architecture:
+        archs, values = self._history(study)
+        if len(archs) < self.population_size:
+            return self._fresh(lambda: self.space.sample(self._rng), seen)
+        pop_archs = archs[-self.population_size :]
+        pop_values = values[-self.population_size :]
+        directions = [d.name.lower() for d in study.directions]
+        picks = self._rng.choice(len(pop_archs), size=self.tournament_size, replace=False)
+        parent = pop_archs[self._tournament_winner(pop_values[picks], directions, picks)]
+        return self._fresh(lambda: self.space.mutate(parent, self._rng, self.n_changes), seen)
+
+    def _tournament_winner(self, values: np.ndarray, directions: list[str], picks: np.ndarray) -> int:
+        if values.shape[1] == 1:
+            v = values[:, 0] if directions[0] == "minimize" else -values[:, 0]
+            v = np.where(np.isfinite(v), v, np.inf)
+            return int(picks[int(np.argmin(v))])
+        ranks = pareto_ranks(values, directions)
+        best = np.flatnonzero(ranks == ranks.min())
+        crowd = crowding(values[best])
+        return int(picks[best[int(np.argmax(crowd))]])
+
+
+@register("sampler", "evolution")
+def _make_evolution(seed: int, n_objectives: int, space: SearchSpace, **options: Any) -> EvolutionSampler:
+    return EvolutionSampler(space, seed=seed, **options)

@@ -1,0 +1,138 @@
+"""nasplat's own samplers through Optuna's ask/tell and optimize, and the tabular benchmark command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+
+from nasplat.evolution import EvolutionSampler, crowding, pareto_ranks
+from nasplat.samplers import make_sampler
+from nasplat.space import load_space, parse_space
+from nasplat.study import suggest_architecture
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def flat() -> Any:
+    import tests.test_space  # noqa: F401 - registers the schema-only family "test-flat"
+
+    dims = [{"labels": [f"layer{i}.op" for i in range(8)], "type": "categorical", "choices": list("abcde")}]
+    return parse_space({"name": "flat8", "version": 1, "family": "test-flat", "dimensions": dims,
+                        "macro": {"input_shape": [1, 8, 8]}}, "flat8.yaml")  # fmt: skip
+
+
+def score(arch: Any) -> float:
+    return float(sum(v == "c" for _, v in arch))
+
+
+def best_after(sampler: optuna.samplers.BaseSampler, space: Any, n: int) -> float:
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(n):
+        t = study.ask()
+        study.tell(t, score(suggest_architecture(t, space)))
+    return float(study.best_value)
+
+
+def test_evolution_beats_random_on_a_separable_problem(flat: Any) -> None:
+    evo = [
+        best_after(EvolutionSampler(flat, seed=s, population_size=10, tournament_size=3), flat, 120) for s in range(3)
+    ]
+    rnd = [best_after(optuna.samplers.RandomSampler(seed=s), flat, 120) for s in range(3)]
+    assert np.mean(evo) >= np.mean(rnd) + 2, (evo, rnd)
+
+
+def test_children_are_single_mutations_of_the_population(flat: Any) -> None:
+    sampler = EvolutionSampler(flat, seed=0, population_size=6, tournament_size=2)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    archs = []
+    for _ in range(30):
+        t = study.ask()
+        a = suggest_architecture(t, flat)
+        archs.append(a)
+        study.tell(t, score(a))
+    for i in range(6, 30):
+        population = archs[i - 6 : i]
+        diffs = [sum(x != y for (_, x), (_, y) in zip(p, archs[i], strict=True)) for p in population]
+        assert min(diffs) == 1, (i, diffs)
+
+
+def test_same_seed_same_proposals(flat: Any) -> None:
+    def run(seed: int) -> list[str]:
+        study = optuna.create_study(
+            direction="maximize", sampler=EvolutionSampler(flat, seed=seed, population_size=5, tournament_size=2)
+        )
+        keys = []
+        for _ in range(25):
+            t = study.ask()
+            a = suggest_architecture(t, flat)
+            keys.append(a.key)
+            study.tell(t, score(a))
+        return keys
+
+    assert run(4) == run(4)
+    assert run(4) != run(5)
+
+
+def test_works_with_optimize_and_multi_objective(flat: Any) -> None:
+    sampler = make_sampler(
+        "evolution", seed=0, n_objectives=2, space=flat, options={"population_size": 8, "tournament_size": 3}
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        a = suggest_architecture(trial, flat)
+        return score(a), float(sum(v == "a" for _, v in a))
+
+    study.optimize(objective, n_trials=40)
+    assert len(study.best_trials) >= 1
+
+
+def test_ranks_and_crowding() -> None:
+    v = np.array([[1.0, 1.0], [2.0, 2.0], [0.5, 3.0], [3.0, 3.0]])
+    assert pareto_ranks(v, ["minimize", "minimize"]).tolist() == [0, 1, 0, 2]
+    c = crowding(np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0]]))
+    assert np.isinf(c[0]) and np.isinf(c[2]) and np.isfinite(c[1])
+
+
+def test_bad_sampler_options_are_one_line_errors(flat: Any) -> None:
+    from nasplat.errors import NasplatError, UnknownNameError
+
+    with pytest.raises(NasplatError, match="sampler 'evolution': bad options"):
+        make_sampler("evolution", seed=0, n_objectives=1, space=flat, options={"populaton_size": 3})
+    with pytest.raises(UnknownNameError, match="evolution"):
+        make_sampler("nope", seed=0, n_objectives=1, space=flat)
+
+
+def test_bench_tabular_cli_writes_trajectories(tmp_path: Path) -> None:
+    space = load_space("nb201")
+    rng = np.random.default_rng(0)
+    rows = [(space.to_string(a), float(rng.random())) for a in space.enumerate()]
+    table = tmp_path / "table.csv"
+    table.write_text("cell,score\n" + "".join(f"{a},{s}\n" for a, s in rows))
+    out = tmp_path / "traj.jsonl"
+    cmd = [sys.executable, "-m", "nasplat.cli", "bench", "tabular", "--table", str(table), "--arch-column", "cell",
+           "--space", "nb201", "--objective", "score:max", "--sampler", "evolution", "--budget", "30",
+           "--seeds", "0-1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 60
+    lookup = dict(rows)
+    for seed in (0, 1):
+        mine = [r for r in recs if r["seed"] == seed]
+        assert [r["step"] for r in mine] == list(range(1, 31))
+        assert len({r["arch"] for r in mine}) == 30  # distinct evaluations
+        assert all(r["score"] == pytest.approx(lookup[r["arch"]]) for r in mine)
+    bad = subprocess.run(
+        [*cmd[:-2], "--objective", "score", "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and "COLUMN:max" in bad.stderr and "Traceback" not in bad.stderr
