@@ -18,6 +18,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from nasplat.errors import NasplatError
 from nasplat.pareto import non_dominated_mask
 from nasplat.registry import register
 
@@ -104,17 +105,20 @@ class SpaceAwareSampler(optuna.samplers.BaseSampler):
         raise NotImplementedError
 
     # helpers for subclasses
-    def _history(self, study: optuna.Study) -> tuple[list[Architecture], np.ndarray]:
+    def _history(self, study: optuna.Study) -> tuple[list[Architecture], np.ndarray, np.ndarray]:
+        """Completed architectures in trial order, their objective values and constraint violations."""
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
         done.sort(key=lambda t: t.number)
-        archs, values = [], []
+        archs, values, violations = [], [], []
         for t in done:
             try:
                 archs.append(self.space.make(t.params, check=False))
-            except Exception:
+            except NasplatError:  # a trial of another shape (enqueued by hand) is skipped
                 continue
             values.append(t.values)
-        return archs, np.asarray(values, dtype=float).reshape(len(archs), len(study.directions))
+            violations.append(sum(max(0.0, c) for c in t.constraints.values()))
+        shape = (len(archs), len(study.directions))
+        return archs, np.asarray(values, dtype=float).reshape(shape), np.asarray(violations, dtype=float)
 
     def _seen_keys(self, study: optuna.Study, current: FrozenTrial) -> set[str]:
         """Keys of architectures evaluated or being evaluated (proposing them again would waste budget)."""
@@ -157,13 +161,16 @@ class EvolutionSampler(SpaceAwareSampler):
         self.n_changes = n_changes
 
     def propose(self, study: optuna.Study, seen: set[str]) -> Architecture:
-        archs, values = self._history(study)
+        archs, values, violations = self._history(study)
         if len(archs) < self.population_size:
             return self._fresh(lambda: self.space.sample(self._rng), seen)
         pop_archs = archs[-self.population_size :]
         pop_values = values[-self.population_size :]
+        pop_violations = violations[-self.population_size :]
         directions = [d.name.lower() for d in study.directions]
         picks = self._rng.choice(len(pop_archs), size=self.tournament_size, replace=False)
+        # constraint handling: only the least-violating contestants compete on the objectives
+        picks = picks[pop_violations[picks] == pop_violations[picks].min()]
         parent = pop_archs[self._tournament_winner(pop_values[picks], directions, picks)]
         return self._fresh(lambda: self.space.mutate(parent, self._rng, self.n_changes), seen)
 

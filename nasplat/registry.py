@@ -18,7 +18,7 @@ from nasplat.errors import NasplatError, UnknownNameError
 ENTRY_POINT_GROUP = "nasplat.plugins"
 
 #: The roles a component can be registered under.
-ROLES = ("family", "cost_model", "estimator", "predictor", "encoder", "sampler", "strategy", "dataset")
+ROLES = ("family", "cost_model", "estimator", "predictor", "encoder", "sampler", "strategy", "dataset", "dashboard")
 
 T = TypeVar("T")
 

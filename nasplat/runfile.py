@@ -38,6 +38,35 @@ class Objective(_Strict):
         return f"cost_model:{self.cost_model}" if self.cost_model else "estimator"
 
 
+class Constraint(_Strict):
+    """A bound every reported trial must meet, e.g. ``{metric: latency_ms, max: 5, cost_model: roofline}``.
+
+    Passed to the sampler through Optuna's constraint API (``trial.set_constraint``): samplers that support
+    constraints (nsga2, nsga3, tpe, gp, evolution) steer away from infeasible trials, and the Pareto front
+    only holds feasible ones.
+    """
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    cost_model: str | None = Field(default=None, description="take the metric from this cost model")
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Constraint:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of 'max' or 'min'")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}<={self.max}" if self.max is not None else f"{self.metric}>={self.min}"
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the bound (<= 0: feasible), as Optuna's constraints want it."""
+        return value - self.max if self.max is not None else float(self.min) - value  # type: ignore[arg-type]
+
+
 class SamplerSection(_Strict):
     name: str = "nsga2"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -51,6 +80,7 @@ class RunSpec(_Strict):
     supernet: SupernetSection = Field(default_factory=SupernetSection)
     estimator: EstimatorSection = Field(default_factory=EstimatorSection)
     objectives: list[Objective] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
     sampler: SamplerSection = Field(default_factory=SamplerSection)
     trials: int = Field(ge=1, description="total completed trials wanted in the study")
     batch_size: int = Field(default=8, ge=1, description="architectures proposed and evaluated together")
@@ -58,6 +88,8 @@ class RunSpec(_Strict):
     storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in run_dir")
     study: str = "default"
     seed: int = 0
+    heartbeat_s: int = Field(default=10, ge=1, description="running trials prove they are alive this often")
+    grace_s: int = Field(default=60, ge=1, description="a running trial silent this long has lost its worker")
 
     @model_validator(mode="after")
     def _unique_metrics(self) -> RunSpec:

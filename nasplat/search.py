@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasplat import registry
 from nasplat.errors import NasplatError
-from nasplat.runfile import RunSpec
+from nasplat.runfile import Constraint, Objective, RunSpec
 from nasplat.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -93,23 +93,33 @@ def make_estimator(run: RunSpec, space: SearchSpace, checkpoint: Path | None) ->
         raise NasplatError(f"estimator '{run.estimator.name}': bad options ({exc})") from None
 
 
-def _cost_models(run: RunSpec) -> dict[str, CostModel]:
-    models: dict[str, CostModel] = {}
-    for o in run.objectives:
-        if o.cost_model and o.cost_model not in models:
-            models[o.cost_model] = registry.get("cost_model", o.cost_model)()
-            models[o.cost_model].check_device(o.device)
+def _cost_models(run: RunSpec) -> dict[tuple[str, str | None], CostModel]:
+    """The cost models (with their device) the objectives and constraints name."""
+    models: dict[tuple[str, str | None], CostModel] = {}
+    sources: list[Objective | Constraint] = [*run.objectives, *run.constraints]
+    for o in sources:
+        if o.cost_model and (o.cost_model, o.device) not in models:
+            model = registry.get("cost_model", o.cost_model)()
+            model.check_device(o.device)
+            models[(o.cost_model, o.device)] = model
     return models
 
 
-def check_objectives(run: RunSpec, estimator: Estimator, cost_models: dict[str, CostModel]) -> None:
-    """Every objective's metric must be one its source produces; say which ones it does."""
+def check_objectives(run: RunSpec, estimator: Estimator, cost_models: dict[tuple[str, str | None], CostModel]) -> None:
+    """Every objective's and constraint's metric must be one its source produces; say which ones it does."""
     est_metrics = estimator.metrics()
-    for i, o in enumerate(run.objectives):
-        allowed = list(cost_models[o.cost_model].metrics) if o.cost_model else list(est_metrics)
+    named: list[tuple[str, int, Objective | Constraint]] = [("objectives", i, o) for i, o in enumerate(run.objectives)]
+    named += [("constraints", i, c) for i, c in enumerate(run.constraints)]
+    for section, i, o in named:
+        allowed = list(cost_models[(o.cost_model, o.device)].metrics) if o.cost_model else list(est_metrics)
         if o.metric not in allowed:
             src = f"cost model '{o.cost_model}'" if o.cost_model else f"estimator '{run.estimator.name}'"
-            raise NasplatError(f"objectives[{i}]: {src} has no metric '{o.metric}'; it has: {', '.join(allowed)}")
+            raise NasplatError(f"{section}[{i}]: {src} has no metric '{o.metric}'; it has: {', '.join(allowed)}")
+
+
+def _metric_key(o: Objective | Constraint) -> str:
+    """Where a metric is stored: plain for the estimator and device-free cost models, else ``metric@device``."""
+    return f"{o.metric}@{o.device}" if o.cost_model and o.device else o.metric
 
 
 def run_search(
@@ -141,7 +151,7 @@ def run_search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = [o.model_dump() for o in run.objectives]
-    storage = make_storage(run.storage_url)
+    storage = make_storage(run.storage_url, heartbeat_s=run.heartbeat_s, grace_s=run.grace_s)
     sampler = make_sampler(
         run.sampler.name, seed=run.seed, n_objectives=len(objectives), space=space, options=run.sampler.options
     )
@@ -171,12 +181,14 @@ def run_search(
     log(f"study '{run.study}' in {run.storage_url}: {done} of {want} trials done")
     evaluated_now = 0
     while done < want:
+        optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
         n = min(run.batch_size, want - done)
         asked: list[tuple[optuna.Trial, Architecture]] = []
         for _i in range(n):
             trial = study.ask()
             asked.append((trial, suggest_architecture(trial, space)))
         told: set[int] = set()
+        beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
         try:
             fresh = [a for _, a in asked if a.key not in cache]
             unique = list(dict.fromkeys(fresh))
@@ -184,21 +196,25 @@ def run_search(
             measured = estimator.evaluate(unique) if unique else []
             per_arch_s = (time.perf_counter() - t_eval) / max(len(unique), 1)
             for arch, metrics in zip(unique, measured, strict=True):
-                for name, model in cost_models.items():
-                    dev = next((o.device for o in run.objectives if o.cost_model == name), None)
-                    metrics.update(model.estimate(space, arch, dev))
+                for (_name, dev), model in cost_models.items():
+                    costs = model.estimate(space, arch, dev)
+                    metrics.update({f"{k}@{dev}" if dev else k: v for k, v in costs.items()})
                 metrics["eval_seconds"] = per_arch_s
                 cache[arch.key] = metrics
             for trial, arch in asked:
                 metrics = cache[arch.key]
                 record_result(trial, space, arch, metrics, provenance)
-                study.tell(trial, [metrics[o.metric] for o in run.objectives])
+                for c in run.constraints:
+                    trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
+                study.tell(trial, [metrics[_metric_key(o)] for o in run.objectives])
                 told.add(trial.number)
         except BaseException:  # a failed or interrupted batch leaves no trial running
             for trial, _a in asked:
                 if trial.number not in told:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
+        finally:
+            beat.stop()
         evaluated_now += len(unique)
         done = _completed(study)
         log(f"  {done}/{want} trials ({evaluated_now} architectures evaluated in this run)")
@@ -211,6 +227,32 @@ def run_search(
         evaluated_now=evaluated_now,
         seconds=time.perf_counter() - t0,
     )
+
+
+class Heartbeat:
+    """Records a heartbeat for running trials every ``interval_s`` on a daemon thread, until stopped."""
+
+    def __init__(self, storage: Any, trials: list[optuna.Trial], interval_s: int) -> None:
+        import threading
+
+        self._storage = storage
+        self._ids = [t._trial_id for t in trials]
+        self._stop = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True, name="nasplat-heartbeat")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        for trial_id in self._ids:
+            self._storage.record_heartbeat(trial_id)
+
+    def _run(self, interval_s: int) -> None:
+        while not self._stop.wait(interval_s):
+            self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _completed(study: optuna.Study) -> int:

@@ -24,8 +24,12 @@ STUDY_FORMAT = 1  # bumped when what nasplat writes into a study changes shape
 METRIC_PREFIX = "metric:"
 
 
-def make_storage(url: str) -> Any:
-    """An Optuna storage for a SQLAlchemy URL (SQLite file, PostgreSQL...)."""
+def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | None = None) -> Any:
+    """An Optuna storage for a SQLAlchemy URL (SQLite file, PostgreSQL...).
+
+    With ``heartbeat_s``, running trials carry a heartbeat; a trial whose heartbeat is older than ``grace_s``
+    (its worker died) is failed by :func:`fail_stale` and re-queued once more with the same architecture.
+    """
     import optuna
     import sqlalchemy.exc
 
@@ -35,8 +39,19 @@ def make_storage(url: str) -> Any:
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    beat: dict[str, Any] = {}
+    if heartbeat_s is not None:
+        beat = {
+            "heartbeat_interval": heartbeat_s,
+            "grace_period": grace_s or 3 * heartbeat_s,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
 
@@ -153,6 +168,7 @@ def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) 
     rows: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False, states=tuple(wanted)):
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+        row["feasible"] = all(v <= 0.0 for v in t.constraints.values())
         values = t.values or [float("nan")] * len(names)
         row.update(dict(zip(names, values, strict=True)))
         for k, v in t.user_attrs.items():
@@ -184,6 +200,7 @@ def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) 
     directions = [d.name.lower() for d in study.directions]
     if frame.empty:
         return frame, None
+    frame = frame[frame["feasible"]].reset_index(drop=True)  # infeasible trials are never on the front
     mask = non_dominated_mask(frame[names].to_numpy(dtype=float), directions)
     front = frame[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
     ref = reference if reference is not None else study.user_attrs.get("reference_point")
