@@ -110,6 +110,8 @@ def search(
     run_file: Annotated[Path, typer.Argument(help="run file (YAML)")],
     resume: Annotated[bool, typer.Option("--resume", help="continue an existing study (it must exist)")] = False,
     trials: Annotated[int | None, typer.Option("--trials", min=1, help="override the run file's trial count")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray actors evaluating batches (override)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="join this Ray cluster instead of a local one")] = None,
 ) -> None:
     """Run the search a run file declares; running it again continues the same study."""
     from nasplat.runfile import load_run
@@ -118,7 +120,7 @@ def search(
     run = load_run(run_file)
     if resume:
         _require_study(run.storage_url, run.study)
-    result = run_search(run, run_file=run_file, log=_log, trials=trials)
+    result = run_search(run, run_file=run_file, log=_log, trials=trials, workers=workers, ray_address=ray_address)
     out.print(
         f"[green]done[/]: {result.completed} trials in study '{result.study_name}' ({result.storage_url}), {result.seconds:.0f} s"
     )

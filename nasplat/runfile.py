@@ -84,6 +84,8 @@ class RunSpec(_Strict):
     sampler: SamplerSection = Field(default_factory=SamplerSection)
     trials: int = Field(ge=1, description="total completed trials wanted in the study")
     batch_size: int = Field(default=8, ge=1, description="architectures proposed and evaluated together")
+    workers: int = Field(default=1, ge=1, description="Ray actors evaluating each batch (1: in this process)")
+    ray_address: str | None = Field(default=None, description="join this Ray cluster (default: a local one)")
     run_dir: str = "nasplat-runs/default"
     storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in run_dir")
     study: str = "default"

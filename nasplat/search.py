@@ -80,7 +80,10 @@ def prepare_supernet(
     return result.checkpoint
 
 
-def make_estimator(run: RunSpec, space: SearchSpace, checkpoint: Path | None) -> Estimator:
+def make_estimator(
+    run: RunSpec, space: SearchSpace, checkpoint: Path | None, *, workers: int = 1, ray_address: str | None = None
+) -> Estimator:
+    """The run's estimator: in this process, or spread over ``workers`` Ray actors."""
     cls = registry.get("estimator", run.estimator.name)
     options = dict(run.estimator.options)
     if run.estimator.name == "supernet":
@@ -88,6 +91,10 @@ def make_estimator(run: RunSpec, space: SearchSpace, checkpoint: Path | None) ->
         options.setdefault("data", run.dataset)
         options.setdefault("seed", run.seed)
     try:
+        if workers > 1 or ray_address:
+            from nasplat.distributed import RayPoolEstimator
+
+            return RayPoolEstimator(space, run.estimator.name, options, workers=workers, address=ray_address)
         return cls(space, **options)  # type: ignore[no-any-return]
     except TypeError as exc:
         raise NasplatError(f"estimator '{run.estimator.name}': bad options ({exc})") from None
@@ -129,12 +136,14 @@ def run_search(
     log: Log = print,
     progress: bool = True,
     trials: int | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> SearchResult:
     """Run (or continue) the search a run file declares; returns where the results are."""
     import optuna
 
     from nasplat.samplers import make_sampler
-    from nasplat.study import make_storage, open_study, record_result, suggest_architecture
+    from nasplat.study import make_storage, open_study, quiet_optuna, record_result, suggest_architecture
 
     t0 = time.perf_counter()
     space = load_space(run.space)
@@ -145,7 +154,8 @@ def run_search(
         if run.estimator.name == "supernet"
         else None
     )
-    estimator = make_estimator(run, space, checkpoint)
+    workers = workers if workers is not None else run.workers
+    estimator = make_estimator(run, space, checkpoint, workers=workers, ray_address=ray_address or run.ray_address)
     cost_models = _cost_models(run)
     check_objectives(run, estimator, cost_models)
 
@@ -181,12 +191,13 @@ def run_search(
     log(f"study '{run.study}' in {run.storage_url}: {done} of {want} trials done")
     evaluated_now = 0
     while done < want:
-        optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
         n = min(run.batch_size, want - done)
         asked: list[tuple[optuna.Trial, Architecture]] = []
-        for _i in range(n):
-            trial = study.ask()
-            asked.append((trial, suggest_architecture(trial, space)))
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
+            for _i in range(n):
+                trial = study.ask()
+                asked.append((trial, suggest_architecture(trial, space)))
         told: set[int] = set()
         beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
         try:

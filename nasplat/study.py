@@ -7,7 +7,9 @@ the objectives and the run settings, so a study can be read, continued and expor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -39,21 +41,29 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    beat: dict[str, Any] = {}
-    if heartbeat_s is not None:
-        beat = {
-            "heartbeat_interval": heartbeat_s,
-            "grace_period": grace_s or 3 * heartbeat_s,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        }
     try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_optuna():
+            beat: dict[str, Any] = {}
+            if heartbeat_s is not None:
+                beat = {
+                    "heartbeat_interval": heartbeat_s,
+                    "grace_period": grace_s or 3 * heartbeat_s,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                }
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's notes about the experimental heartbeat API nasplat uses on purpose with ask/tell."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
