@@ -240,7 +240,7 @@ _register_groups()
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _log(msg: str) -> None:
-    out.print(escape(msg), highlight=False)
+    out.print(escape(msg), highlight=False, soft_wrap=True)
 
 
 def _parse_floats(text: str) -> list[float]:
@@ -263,8 +263,9 @@ def _print_pareto(storage: str, study_name: str | None, reference: list[float] |
     front, hv = pareto_frame(st, reference)
     names = objective_names(st)
     table = Table(title=f"Pareto front of '{st.study_name}' ({len(front)} trials)")
-    for col in ["trial", *names, "arch"]:
-        table.add_column(col)
+    for col in ["trial", *names]:
+        table.add_column(col, justify="right")
+    table.add_column("arch", overflow="fold")
     for _, row in front.iterrows():
         table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in names), str(row.get("arch")))
     out.print(table)

@@ -59,8 +59,9 @@ def run_quickstart(
     from rich.table import Table
 
     table = Table(title=f"Pareto front ({len(front)} of {result.completed} trials)")
-    for col in ["trial", *names, "arch"]:
-        table.add_column(col)
+    for col in ["trial", *names]:
+        table.add_column(col, justify="right")
+    table.add_column("arch", overflow="fold")
     for _, row in front.iterrows():
         table.add_row(str(row["trial"]), *(f"{row[n]:,.4g}" for n in names), str(row["arch"]))
     console.print(table)

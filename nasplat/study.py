@@ -198,7 +198,7 @@ def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) 
 
 
 def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) -> tuple[pd.DataFrame, float | None]:
-    """The non-dominated completed trials (sorted by the first objective) and their hypervolume.
+    """The non-dominated feasible trials (one per architecture, sorted by the first objective) and hypervolume.
 
     The hypervolume needs a reference point; without one, the study's ``reference_point`` attribute is used
     if set, else none is computed.
@@ -211,6 +211,8 @@ def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) 
     if frame.empty:
         return frame, None
     frame = frame[frame["feasible"]].reset_index(drop=True)  # infeasible trials are never on the front
+    if "arch_key" in frame and frame["arch_key"].notna().all():
+        frame = frame.drop_duplicates("arch_key").reset_index(drop=True)  # one row per architecture
     mask = non_dominated_mask(frame[names].to_numpy(dtype=float), directions)
     front = frame[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
     ref = reference if reference is not None else study.user_attrs.get("reference_point")
