@@ -10,6 +10,11 @@ dev=0
 
 apt_need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_need+=(dataset-fashion-mnist)
+if [ $dev = 1 ]; then
+  # the tests start a throw-away PostgreSQL server and drive the dashboards in headless Chromium
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_need+=(postgresql)
+  [ -x /usr/bin/chromium ] || apt_need+=(chromium chromium-driver)
+fi
 if ((${#apt_need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

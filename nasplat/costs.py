@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, ClassVar
 
 from nasplat.errors import NasplatError
@@ -30,9 +31,10 @@ LAYER_OPS = (
     "conv2d", "linear", "batchnorm", "layernorm", "relu", "gelu", "avgpool", "maxpool", "global_avgpool",
     "add", "attention", "matmul", "identity", "zero", "concat", "upsample",
 )  # fmt: skip
+_OPS = frozenset(LAYER_OPS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerRecord:
     """One layer of a stand-alone network, in the terms cost models count.
 
@@ -56,7 +58,7 @@ class LayerRecord:
     extra: tuple[tuple[str, float], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.op not in LAYER_OPS:
+        if self.op not in _OPS:
             raise NasplatError(f"layer '{self.name}': unknown op '{self.op}'; allowed: {', '.join(LAYER_OPS)}")
         for fmt in (self.weight_format, self.act_format):
             if fmt not in FORMAT_BITS:
@@ -67,9 +69,11 @@ class LayerRecord:
     @property
     def config_key(self) -> tuple[object, ...]:
         """Everything but the name: layers with equal keys cost the same (lookup tables index on it)."""
-        d = asdict(self)
-        d.pop("name")
-        return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
+        return tuple((k, tuple(v) if isinstance(v, list) else v) for k in _CONFIG_FIELDS for v in (getattr(self, k),))
+
+
+#: The fields of :class:`LayerRecord` that :attr:`~LayerRecord.config_key` holds (all but ``name``), in order.
+_CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerRecord) if f.name != "name")
 
 
 class CostModel(ABC):
@@ -87,8 +91,31 @@ class CostModel(ABC):
 
     def check_device(self, device: str | None) -> None:
         allowed = self.devices()
-        if allowed is not None and device not in allowed:
-            raise NasplatError(f"cost model '{self.name}' does not know device '{device}'; known: {', '.join(allowed)}")
+        if allowed is None or device in allowed:
+            return
+        known = ", ".join(allowed) or "(none)"
+        if device is None:
+            raise NasplatError(f"cost model '{self.name}' needs a device; known: {known}")
+        raise NasplatError(f"cost model '{self.name}' does not know device '{device}'; known: {known}")
+
+    def formats(self, device: str | None = None) -> list[str] | None:
+        """Number formats this model can cost on ``device`` (None: every format in :data:`FORMAT_BITS`)."""
+        return None
+
+    def check_formats(self, layers: Iterable[LayerRecord], device: str | None = None) -> None:
+        """Refuse (one line) the first layer whose weight or activation format is not in :meth:`formats`."""
+        allowed = self.formats(device)
+        if allowed is None:
+            return
+        ok = frozenset(allowed)
+        for rec in layers:
+            for fmt in (rec.weight_format, rec.act_format):
+                if fmt not in ok:
+                    on = f" on device '{device}'" if device else ""
+                    raise NasplatError(
+                        f"cost model '{self.name}' does not support number format '{fmt}'{on} (layer '{rec.name}'); "
+                        f"supported: {', '.join(allowed)}"
+                    )
 
     @abstractmethod
     def estimate(self, space: SearchSpace, arch: Architecture, device: str | None = None) -> dict[str, float]:

@@ -154,11 +154,15 @@ def check_training_data(
     return yv, check_extra(archs, extra)
 
 
-def check_extra(archs: Sequence[Architecture], extra: np.ndarray | None, expected: int | None = None) -> np.ndarray | None:
+def check_extra(
+    archs: Sequence[Architecture], extra: np.ndarray | None, expected: int | None = None
+) -> np.ndarray | None:
     """``extra`` as a float64 ``(len(archs), k)`` matrix; ``expected`` is the ``k`` the model was fitted with."""
     if extra is None:
         if expected:
-            raise NasplatError(f"this predictor was fitted with {expected} extra feature column(s); pass them to predict")
+            raise NasplatError(
+                f"this predictor was fitted with {expected} extra feature column(s); pass them to predict"
+            )
         return None
     x = np.asarray(extra, dtype=np.float64)
     if x.ndim == 1:
@@ -207,7 +211,9 @@ def supported_encoders(space: SearchSpace) -> list[str]:
     return [n for n in registry.available("encoder") if registry.get("encoder", n)().supports(space)]
 
 
-def encode(space: SearchSpace, archs: Sequence[Architecture], spec: str = "onehot", *, canonical: bool = True) -> np.ndarray:
+def encode(
+    space: SearchSpace, archs: Sequence[Architecture], spec: str = "onehot", *, canonical: bool = True
+) -> np.ndarray:
     """Concatenated encodings of ``archs`` by the encoders named in ``spec`` (see :func:`make_encoder`)."""
     encoders = make_encoder(space, spec, canonical=canonical)
     parts = [e.encode(space, archs) for e in encoders]
@@ -352,7 +358,9 @@ class PriorTable:
     returns ``log(value)`` of each column (values must be positive), ready for ``fit(..., extra=...)``.
     """
 
-    def __init__(self, space: SearchSpace, frame: pd.DataFrame, arch_column: str, columns: Sequence[str], source: str) -> None:
+    def __init__(
+        self, space: SearchSpace, frame: pd.DataFrame, arch_column: str, columns: Sequence[str], source: str
+    ) -> None:
         self.space = space
         self.arch_column = arch_column
         self.columns = list(columns)
@@ -362,7 +370,9 @@ class PriorTable:
         values = frame[self.columns].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             bad = [c for c in self.columns if not np.all(np.isfinite(frame[c])) or (frame[c] <= 0).any()]
-            raise NasplatError(f"{source}: prior columns must hold positive numbers (log features); bad: {', '.join(bad)}")
+            raise NasplatError(
+                f"{source}: prior columns must hold positive numbers (log features); bad: {', '.join(bad)}"
+            )
         self.frame = frame[[arch_column, *self.columns]].reset_index(drop=True)
         archs = archs_from_column(space, list(self.frame[arch_column]), source)
         self._row = {a: i for i, a in enumerate(archs)}

@@ -7,6 +7,8 @@ number of completed trials. Running the same run file again continues the same s
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,8 +180,8 @@ def run_search(
         },
     )  # fmt: skip
     want = trials if trials is not None else run.trials
-    done = _completed(study)
-    cache = _known_results(study)
+    cache: dict[str, dict[str, Any]] = {}
+    done, _running = _progress(study, cache)
     provenance = {
         **estimator.provenance(),
         "space": space.name,
@@ -187,14 +189,24 @@ def run_search(
         "dataset": run.dataset.name,
         "seed": run.seed,
         "code_version": _code_version(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
     log(f"study '{run.study}' in {run.storage_url}: {done} of {want} trials done")
     evaluated_now = 0
-    while done < want:
-        n = min(run.batch_size, want - done)
-        asked: list[tuple[optuna.Trial, Architecture]] = []
+    while True:
+        # Several workers may share the study (a PostgreSQL storage): count what the others are running,
+        # and take what they finished into the cache, so the study ends at `want` without repeats.
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
+        done, running = _progress(study, cache)
+        if done >= want:
+            break
+        n = min(run.batch_size, want - done - running)
+        if n <= 0:  # the others hold the rest of the budget: wait for them (or for their trials to go stale)
+            time.sleep(min(run.heartbeat_s, 2))
+            continue
+        asked: list[tuple[optuna.Trial, Architecture]] = []
+        with quiet_optuna():
             for _i in range(n):
                 trial = study.ask()
                 asked.append((trial, suggest_architecture(trial, space)))
@@ -227,8 +239,7 @@ def run_search(
         finally:
             beat.stop()
         evaluated_now += len(unique)
-        done = _completed(study)
-        log(f"  {done}/{want} trials ({evaluated_now} architectures evaluated in this run)")
+        log(f"  {_completed(study)}/{want} trials ({evaluated_now} architectures evaluated in this run)")
     return SearchResult(
         study_name=run.study,
         storage_url=run.storage_url,
@@ -266,24 +277,30 @@ class Heartbeat:
         self._thread.join()
 
 
-def _completed(study: optuna.Study) -> int:
-    import optuna
-
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def _known_results(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    """Metrics of architectures already evaluated in this study: a repeated proposal is not re-measured."""
+def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(completed, running) trial counts; completed trials' metrics are added to ``cache``."""
     import optuna
 
     from nasplat.study import METRIC_PREFIX
 
-    known: dict[str, dict[str, Any]] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    done = running = 0
+    for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    ):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            running += 1
+            continue
+        done += 1
         key = t.user_attrs.get("arch_key")
-        if key:
-            known[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
-    return known
+        if key and key not in cache:
+            cache[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
+    return done, running
+
+
+def _completed(study: optuna.Study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _code_version() -> str:
