@@ -188,3 +188,107 @@ class EvolutionSampler(SpaceAwareSampler):
 @register("sampler", "evolution")
 def _make_evolution(seed: int, n_objectives: int, space: SearchSpace, **options: Any) -> EvolutionSampler:
     return EvolutionSampler(space, seed=seed, **options)
+
+
+class GuidedSampler(SpaceAwareSampler):
+    """Predictor-guided search (in the spirit of BANANAS and DyNAS-T's LINAS).
+
+    After ``n_init`` random architectures, it fits a registered predictor per objective on everything
+    evaluated so far, scores a pool of cheap candidates (mutations of the best architectures found plus
+    random ones) and proposes the most promising one not yet evaluated. Promise is an optimistic estimate
+    (mean + ``kappa`` x spread where the predictor gives a spread); with several objectives it is the
+    hypervolume the candidate's optimistic point would add to the current front. Predictors are refitted
+    when the evaluated set has grown by ``refit_fraction`` (10 % by default), and the ranked pool is reused
+    in between, so a batch of asks costs one fit.
+    """
+
+    def __init__(
+        self, space: SearchSpace, *, seed: int = 0, predictor: str = "gbdt",
+        predictor_params: dict[str, Any] | None = None, n_init: int = 10, candidates: int = 300,
+        parents: int = 10, kappa: float = 0.5, refit_fraction: float = 0.1,
+    ) -> None:  # fmt: skip
+        super().__init__(space, seed=seed)
+        from nasplat.predictor import make_predictor
+
+        make_predictor(predictor, **(predictor_params or {}))  # fail early on a bad name or parameters
+        self.predictor = predictor
+        self.predictor_params = dict(predictor_params or {})
+        self.n_init = max(2, n_init)
+        self.candidates = candidates
+        self.parents = parents
+        self.kappa = kappa
+        self.refit_fraction = refit_fraction
+        self._fitted_at = -1
+        self._ranked: list[Architecture] = []
+        self._seed = seed
+
+    def propose(self, study: optuna.Study, seen: set[str]) -> Architecture:
+        archs, values, violations = self._history(study)
+        if len(archs) < self.n_init:
+            return self._fresh(lambda: self.space.sample(self._rng), seen)
+        grown = len(archs) - self._fitted_at
+        if self._fitted_at < 0 or grown >= max(1, int(self.refit_fraction * self._fitted_at)):
+            self._ranked = self._rank(study, archs, values, violations)
+            self._fitted_at = len(archs)
+        while self._ranked:
+            arch = self._ranked.pop(0)
+            if arch.key not in seen:
+                return arch
+        return self._fresh(lambda: self.space.sample(self._rng), seen)
+
+    def _rank(self, study: optuna.Study, archs: list[Architecture], values: np.ndarray,
+              violations: np.ndarray) -> list[Architecture]:  # fmt: skip
+        from nasplat.pareto import hypervolume
+        from nasplat.predictor import make_predictor
+
+        directions = [d.name.lower() for d in study.directions]
+        signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+        score = values * signs  # larger is better in every column
+        feasible = violations <= 0
+        # candidate pool: mutations of the best (front members first) and fresh random architectures
+        order = np.argsort(pareto_ranks(values, directions) + (~feasible) * 1e6, kind="stable")
+        parents = [archs[i] for i in order[: self.parents]]
+        seen = {a.key for a in archs}
+        pool: dict[str, Architecture] = {}
+        n_mut = (2 * self.candidates) // 3
+        for i in range(n_mut):
+            child = self.space.mutate(parents[i % len(parents)], self._rng, 1 + int(self._rng.integers(2)))
+            if child.key not in seen:
+                pool.setdefault(child.key, child)
+        while len(pool) < self.candidates:
+            a = self.space.sample(self._rng)
+            if a.key not in seen:
+                pool.setdefault(a.key, a)
+            if len(pool) + len(seen) >= self._space_size():
+                break
+        cands = list(pool.values())
+        if not cands:
+            return []
+        optimistic = np.zeros((len(cands), score.shape[1]))
+        for j in range(score.shape[1]):
+            model = make_predictor(self.predictor, **self.predictor_params)
+            model.fit(self.space, archs, score[:, j], seed=self._seed + len(archs))
+            mean, std = model.predict(self.space, cands)
+            optimistic[:, j] = mean + (self.kappa * std if std is not None else 0.0)
+        if score.shape[1] == 1:
+            ranking = np.argsort(-optimistic[:, 0], kind="stable")
+        else:  # hypervolume each candidate would add to the current feasible front (maximisation form)
+            front = score[feasible] if feasible.any() else score
+            ref = np.minimum(front.min(axis=0), optimistic.min(axis=0)) - 1e-9
+            base = hypervolume(front, ref, ["maximize"] * score.shape[1])
+            gain = np.array(
+                [hypervolume(np.vstack([front, p]), ref, ["maximize"] * score.shape[1]) - base for p in optimistic]
+            )
+            ranking = np.lexsort((-optimistic.sum(axis=1), -gain))
+        return [cands[i] for i in ranking]
+
+    def _space_size(self) -> int:
+        try:
+            return self.space.size()
+        except NasplatError:
+            return 1 << 62
+
+
+@register("sampler", "guided")
+def _make_guided(seed: int, n_objectives: int, space: SearchSpace, **options: Any) -> GuidedSampler:
+    return GuidedSampler(space, seed=seed, **options)
