@@ -19,7 +19,7 @@ def tabular(
     objective: Annotated[list[str], typer.Option("--objective", help="COLUMN:max or COLUMN:min (repeat)")],
     out: Annotated[Path, typer.Option(help="trajectories, one JSON line per evaluation")],
     arch_column: Annotated[str, typer.Option(help="column holding the architecture strings")] = "arch",
-    sampler: Annotated[str, typer.Option(help="sampler name (nasplat's best by default)")] = "evolution",
+    sampler: Annotated[str, typer.Option(help="sampler name (nasplat's best by default)")] = "guided",
     budget: Annotated[int, typer.Option(min=1, help="distinct architectures evaluated per seed")] = 100,
     seeds: Annotated[str, typer.Option(help="e.g. 0-19")] = "0-4",
     storage: Annotated[str | None, typer.Option(help="also keep each seed's run as a study here")] = None,
