@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         export_dir: Annotated[
             Path, typer.Option("--export-dir", help="folder the page's export action writes bundles into")
         ] = Path("nasplat-exports"),
+        preload: Annotated[
+            bool, typer.Option("--preload/--no-preload", help="read the latest study before serving the first page")
+        ] = True,
     ) -> None:
         """Serve the dashboards of a storage (read-only, refreshed live): studies, Pareto fronts, trials, export."""
         from nasplat import registry
@@ -49,4 +52,7 @@ def register(app: typer.Typer) -> None:
                 f"into {export_dir} (there is no authentication)",
                 err=True,
             )
-        serve(storage, host=host, port=port, refresh_s=refresh, export_dir=export_dir, echo=typer.echo)
+        serve(
+            storage, host=host, port=port, refresh_s=refresh, export_dir=export_dir, preload_latest=preload,
+            echo=typer.echo,
+        )  # fmt: skip

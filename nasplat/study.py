@@ -37,6 +37,7 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
 
     if "://" not in url:
         raise NasplatError(f"storage '{url}' is not a URL; use e.g. sqlite:///results.db or postgresql://host/db")
+    url = normalise_url(url)
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
@@ -53,6 +54,16 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+def normalise_url(url: str) -> str:
+    """A plain ``postgresql://`` URL uses psycopg2 when psycopg 3 (SQLAlchemy's default) is not installed."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
 
 
 @contextmanager

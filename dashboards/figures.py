@@ -1,0 +1,411 @@
+"""Figures for the dashboards: each takes what a ``*_frame`` function of :mod:`.data` returned and draws it.
+
+Nothing here reads a storage or computes results; all figures are plain plotly ``go.Figure`` objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+#: colours of overlaid studies (the first is the selected study)
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_TRIALS_COLOR = "#6baed6"
+_EXCLUDED_COLOR = "#d9d9d9"
+#: above this many points, scatter plots use WebGL
+_GL_THRESHOLD = 2000
+
+TRACE_FEASIBLE = "trials within constraints"
+TRACE_EXCLUDED = "trials outside constraints"
+
+
+def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+    settings: dict[str, Any] = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 15}},
+        "template": "plotly_white",
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "legend": {"orientation": "h", "y": -0.18},
+    }
+    fig.update_layout(**{**settings, **kw})
+    return fig
+
+
+def message_figure(text: str, title: str = "") -> go.Figure:
+    """An empty plot that says ``text`` (e.g. "no data yet")."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 15})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=300)
+
+
+def axis_title(metric: str, direction: str) -> str:
+    return f"{metric} ({'higher' if direction == 'maximize' else 'lower'} is better)"
+
+
+def _hovertemplate(axes: Sequence[str], name: str) -> str:
+    coords = ("x", "y", "z")
+    lines = "".join(f"<br>{a} = %{{{c}:.6g}}" for a, c in zip(axes, coords, strict=False))
+    return f"trial %{{customdata}}{lines}<extra>{name}</extra>"
+
+
+def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, title: str | None = None) -> go.Figure:
+    """Trials of one study on 2 or 3 axes: within / outside constraints, its front, and other studies' fronts.
+
+    ``frame`` is :func:`.data.pareto_frame`'s result; ``fronts`` is :func:`.data.fronts_frame`'s for the studies
+    to overlay (the selected study's own front is drawn from ``frame``). Every point carries its trial number
+    in ``customdata`` and every trace its study in ``meta`` (see :func:`trace_studies`).
+    """
+    axes: list[str] = list(frame.attrs.get("axes") or [])
+    directions: list[str] = list(frame.attrs.get("directions") or ["minimize"] * len(axes))
+    study = str(frame.attrs.get("study", ""))
+    three = len(axes) == 3
+    n = len(frame)
+    fig = go.Figure()
+    if n == 0:
+        return message_figure("no completed trials yet", title or f"Pareto front of '{study}'")
+
+    def scatter(part: pd.DataFrame, name: str, color: str, *, size: int = 6, line: bool = False,
+                symbol: str = "circle", who: str = study) -> None:  # fmt: skip
+        part = part.sort_values(axes[0]) if line else part
+        common: dict[str, Any] = {
+            "name": name,
+            "meta": who,
+            # a plain list: Dash's clickData leaves out customdata held in typed arrays
+            "customdata": [int(t) for t in part["trial"].tolist()],
+            "hovertemplate": _hovertemplate(axes, name),
+            "mode": "lines+markers" if line else "markers",
+        }
+        marker = {"color": color, "size": size, "symbol": symbol}
+        if three:
+            marker["size"] = max(size - 2, 2)
+            fig.add_trace(go.Scatter3d(x=part[axes[0]], y=part[axes[1]], z=part[axes[2]], marker=marker, **common))
+            return
+        cls = go.Scattergl if len(part) > _GL_THRESHOLD else go.Scatter
+        # the staircase of the attained region: across first when x is minimised, up or down first otherwise
+        shape = "hv" if directions[0] == "minimize" else "vh"
+        extra: dict[str, Any] = {"line": {"shape": shape, "color": color, "width": 2}} if line else {}
+        y = part[axes[1]] if len(axes) > 1 else np.zeros(len(part))
+        fig.add_trace(cls(x=part[axes[0]], y=y, marker=marker, **common, **extra))
+
+    feasible = frame[frame["feasible"].astype(bool)]
+    excluded = frame[~frame["feasible"].astype(bool)]
+    scatter(excluded, TRACE_EXCLUDED, _EXCLUDED_COLOR, size=5)
+    scatter(feasible, TRACE_FEASIBLE, _TRIALS_COLOR, size=6)
+    front = frame[frame["front"].astype(bool)]
+    if not front.empty:
+        scatter(front, f"front: {study}", PALETTE[0], size=10, line=not three, symbol="diamond")
+    if fronts is not None and not fronts.empty:
+        others = [s for s in dict.fromkeys(fronts["study"]) if s != study]
+        for i, other in enumerate(others, start=1):
+            part = fronts[fronts["study"] == other]
+            scatter(part, f"front: {other}", PALETTE[i % len(PALETTE)], size=8, line=not three, who=str(other))
+    head = (
+        title
+        or f"Pareto front of '{study}': {len(front)} on the front, {len(feasible)} of {n} trials within constraints"
+    )
+    if three:
+        fig.update_layout(
+            scene={
+                "xaxis_title": axis_title(axes[0], directions[0]),
+                "yaxis_title": axis_title(axes[1], directions[1]),
+                "zaxis_title": axis_title(axes[2], directions[2]),
+            }
+        )
+    else:
+        fig.update_xaxes(title=axis_title(axes[0], directions[0]))
+        if len(axes) > 1:
+            fig.update_yaxes(title=axis_title(axes[1], directions[1]))
+        if any(_wide(frame[a]) for a in axes[:1]):
+            fig.update_xaxes(type="log")
+        if len(axes) > 1 and _wide(frame[axes[1]]):
+            fig.update_yaxes(type="log")
+    return _layout(fig, head, height=520, clickmode="event")
+
+
+def trace_studies(fig: go.Figure) -> list[str]:
+    """The study of each trace of :func:`pareto_figure` (by curve number, as clicks report them)."""
+    return [str(t.meta) if t.meta is not None else "" for t in fig.data]
+
+
+def _wide(col: pd.Series) -> bool:
+    """Positive values spanning more than two decades read better on a log axis."""
+    v = pd.to_numeric(col, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    return bool(len(v)) and bool((v > 0).all()) and float(v.max()) / float(v.min()) > 100
+
+
+def hypervolume_figure(frame: pd.DataFrame, x: str = "trials") -> go.Figure:
+    """Hypervolume of each study's front against completed trials (``x="trials"``) or wall-clock seconds."""
+    label = "completed trials" if x == "trials" else "wall-clock time since the first trial (s)"
+    title = f"Hypervolume against {'trials' if x == 'trials' else 'wall-clock time'}"
+    if frame.empty:
+        return message_figure("no completed trials yet", title)
+    fig = go.Figure()
+    for i, (study, part) in enumerate(frame.groupby("study", sort=False)):
+        fig.add_trace(
+            go.Scatter(
+                x=part[x],
+                y=part["hypervolume"],
+                mode="lines",
+                name=str(study),
+                line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"},
+            )
+        )
+    ref = frame.attrs.get("reference")
+    axes = frame.attrs.get("axes") or []
+    if ref:
+        title += "<br><sup>reference " + ", ".join(f"{a} = {r:.4g}" for a, r in zip(axes, ref, strict=False)) + "</sup>"
+    fig.update_xaxes(title=label)
+    fig.update_yaxes(title="hypervolume")
+    return _layout(fig, title, height=330)
+
+
+def parallel_figure(frame: pd.DataFrame, choices: Sequence[str], color: str, direction: str = "maximize",
+                    *, max_lines: int = 5000) -> go.Figure:  # fmt: skip
+    """Parallel coordinates of the architectures' choices, coloured by the metric ``color``.
+
+    Categorical choices are spread on their axis in the order they first appear sorted; at most ``max_lines``
+    trials are drawn (the best ones by ``color``), so large studies stay responsive.
+    """
+    title = f"Choices against {color}"
+    if frame.empty or color not in frame.columns:
+        return message_figure("no completed trials yet", title)
+    data = frame.dropna(subset=[color])
+    if len(data) > max_lines:
+        data = data.sort_values(color, ascending=direction != "maximize").head(max_lines)
+        title += f" (best {max_lines:,} of {len(frame):,} trials)"
+    dims: list[dict[str, Any]] = []
+    for col in choices:
+        series = data[col]
+        label = col.removeprefix("param:").removeprefix("cell.")
+        if pd.api.types.is_numeric_dtype(series):
+            dims.append({"label": label, "values": series.to_numpy(dtype=float)})
+            continue
+        cats = sorted(series.astype(str).unique())
+        codes = series.astype(str).map({c: i for i, c in enumerate(cats)})
+        dims.append({"label": label, "values": codes.to_numpy(), "tickvals": list(range(len(cats))), "ticktext": cats})
+    dims.append({"label": color, "values": data[color].to_numpy(dtype=float)})
+    colorscale = "Viridis" if direction == "maximize" else "Viridis_r"
+    fig = go.Figure(
+        go.Parcoords(
+            line={"color": data[color].to_numpy(dtype=float), "colorscale": colorscale, "showscale": True},
+            dimensions=dims,
+        )
+    )
+    return _layout(fig, title, height=420, margin={"l": 110, "r": 60, "t": 80, "b": 30})
+
+
+# ------------------------------------------------------------------------------------------------ one architecture
+_OP_COLORS = {
+    "none": "#bdbdbd",
+    "skip_connect": "#2ca02c",
+    "nor_conv_1x1": "#1f77b4",
+    "nor_conv_3x3": "#d62728",
+    "avg_pool_3x3": "#9467bd",
+}
+
+
+def cell_figure(description: Mapping[str, Any], title: str = "Cell") -> go.Figure:
+    """A cell drawn as a graph from a family's ``describe()``: nodes in a row, one labelled arc per edge.
+
+    Edges between neighbouring nodes are straight; longer ones arc above (alternating below), higher the
+    longer they are. Edges that cannot affect the output (``live`` false, including ``none``) are grey and dashed.
+    """
+    nodes = list(description.get("nodes") or [])
+    edges = list(description.get("edges") or [])
+    order = {int(n["id"]): k for k, n in enumerate(nodes)}
+    fig = go.Figure()
+    t = np.linspace(0.0, 1.0, 25)
+    for e in edges:
+        a, b = order[int(e["source"])], order[int(e["target"])]
+        span = abs(b - a)
+        height = 0.0 if span <= 1 else (0.4 * (span - 1) + 0.4) * (1 if (span + a) % 2 == 0 else -1)
+        xs = a + (b - a) * t
+        ys = 4 * height * t * (1 - t)
+        live = bool(e.get("live", e.get("op") != "none"))
+        op = str(e.get("op"))
+        color = _OP_COLORS.get(op, "#555555") if live else "#bdbdbd"
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", showlegend=False, hoverinfo="text",
+                hovertext=f"{e.get('label')}: {op}" + ("" if live else " (no effect on the output)"),
+                line={"color": color, "width": 3 if live else 1.5, "dash": None if live else "dash"},
+            )
+        )  # fmt: skip
+        k = 20  # arrow head near the target
+        fig.add_annotation(
+            x=xs[-1], y=ys[-1], ax=xs[k], ay=ys[k], xref="x", yref="y", axref="x", ayref="y", text="",
+            showarrow=True, arrowhead=3, arrowsize=1.3, arrowwidth=2, arrowcolor=color, standoff=22,
+        )  # fmt: skip
+        fig.add_annotation(
+            x=xs[12], y=ys[12], text=op, showarrow=False, bgcolor="white", bordercolor=color, borderwidth=1,
+            font={"color": "#333" if live else "#999", "size": 12},
+        )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=list(range(len(nodes))),
+            y=[0.0] * len(nodes),
+            mode="markers+text",
+            marker={"size": 44, "color": "#f7f7f7", "line": {"color": "#333333", "width": 2}},
+            text=[str(n.get("label", n["id"])).replace(" ", "<br>") for n in nodes],
+            textposition="middle center",
+            textfont={"size": 11},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(visible=False, range=[-0.4, len(nodes) - 0.6])
+    fig.update_yaxes(visible=False, range=[-1.45, 1.45])
+    return _layout(fig, title, height=400)
+
+
+def grid_figure(grid: Mapping[str, Any], title: str = "Per-layer settings") -> go.Figure:
+    """A heat map from a description's ``grid``: ``{"rows": [...], "columns": [...], "values": [[...]]}``
+    (e.g. a quantization policy: one row per layer, columns weight/activation bits)."""
+    values = np.asarray(grid.get("values") or [[]], dtype=float)
+    rows = [str(r) for r in grid.get("rows") or range(values.shape[0])]
+    cols = [str(c) for c in grid.get("columns") or range(values.shape[1] if values.ndim == 2 else 0)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=cols,
+            y=rows,
+            colorscale="Viridis",
+            texttemplate="%{z}",
+            colorbar={"title": grid.get("unit", "")},
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, height=max(260, 28 * len(rows) + 120))
+
+
+def blocks_figure(blocks: Sequence[Mapping[str, Any]], title: str = "Blocks") -> go.Figure:
+    """A strip of blocks from a description's ``blocks``: ``[{"label": ..., "kind": ..., "active": bool}]``
+    (e.g. stages and blocks of a hybrid network, or the active control blocks of a gated ControlNet)."""
+    labels = [str(b.get("label", i)) for i, b in enumerate(blocks)]
+    kinds = [str(b.get("kind", "")) for b in blocks]
+    active = [bool(b.get("active", True)) for b in blocks]
+    palette = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(kinds))}
+    colors = [palette[k] if a else "#d9d9d9" for k, a in zip(kinds, active, strict=True)]
+    fig = go.Figure(
+        go.Bar(
+            x=labels, y=[1] * len(labels), marker_color=colors, text=[k if a else f"{k} (off)" for k, a in zip(kinds, active, strict=True)],
+            textposition="inside", hovertext=[f"{lab}: {k}" + ("" if a else " (off)") for lab, k, a in zip(labels, kinds, active, strict=True)],
+            hoverinfo="text",
+        )
+    )  # fmt: skip
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=260, bargap=0.08)
+
+
+def graph_figure(description: Mapping[str, Any], title: str = "Architecture") -> go.Figure | None:
+    """A drawing for a family's ``describe()``, chosen by what it holds (never by the family's name):
+
+    ``nodes`` and ``edges`` (a cell): :func:`cell_figure`; ``grid``: :func:`grid_figure`; ``blocks``:
+    :func:`blocks_figure`. None when there is nothing to draw (the view then lists the choices).
+    """
+    if description.get("nodes") and description.get("edges"):
+        return cell_figure(description, title)
+    if isinstance(description.get("grid"), Mapping) and description["grid"].get("values"):
+        return grid_figure(description["grid"], title)
+    if isinstance(description.get("blocks"), list) and description["blocks"]:
+        return blocks_figure(description["blocks"], title)
+    return None
+
+
+def metrics_compare_figure(metrics: pd.DataFrame, title: str = "Measured and predicted") -> go.Figure | None:
+    """Measured against predicted values of one architecture's metrics (None when nothing is predicted)."""
+    m = metrics.dropna(subset=["predicted"]) if "predicted" in metrics else metrics.iloc[0:0]
+    if m.empty:
+        return None
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=m["metric"], y=m["measured"], name="measured", marker_color=PALETTE[1]))
+    err = m["predicted_std"] if "predicted_std" in m and m["predicted_std"].notna().any() else None
+    fig.add_trace(
+        go.Bar(
+            x=m["metric"],
+            y=m["predicted"],
+            name="predicted",
+            marker_color=PALETTE[4],
+            error_y={"type": "data", "array": err} if err is not None else None,
+        )
+    )
+    return _layout(fig, title, height=300, barmode="group")
+
+
+# ------------------------------------------------------------------------------------------ training and predictors
+def training_figure(frame: pd.DataFrame) -> go.Figure:
+    """Supernet training per epoch: loss (left axis) and accuracy-like columns (right axis)."""
+    title = "Supernet training"
+    if frame.empty:
+        return message_figure("no data yet: this study's storage records no supernet training", title)
+    fig = go.Figure()
+    if "loss" in frame:
+        fig.add_trace(go.Scatter(x=frame["epoch"], y=frame["loss"], name="loss", mode="lines+markers"))
+    acc_cols = [c for c in frame.columns if "acc" in str(c).lower()]
+    for i, c in enumerate(acc_cols, start=1):
+        fig.add_trace(
+            go.Scatter(x=frame["epoch"], y=frame[c], name=str(c), mode="lines+markers", yaxis="y2",
+                       line={"color": PALETTE[i % len(PALETTE)]})
+        )  # fmt: skip
+    source = frame.attrs.get("source")
+    if source:
+        title += f"<br><sup>from {source}</sup>"
+    fig.update_layout(
+        xaxis={"title": "epoch"},
+        yaxis={"title": "loss"},
+        yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "showgrid": False},
+    )
+    return _layout(fig, title, height=330)
+
+
+def predictor_figure(frame: pd.DataFrame) -> go.Figure:
+    """Predictor quality (Kendall tau, Spearman) against the number of evaluated trials, per model and metric."""
+    title = "Predictor quality during the search"
+    if frame.empty:
+        return message_figure("no data yet: this study records no predictor quality", title)
+    fig = go.Figure()
+    group_cols = [c for c in ("model", "metric") if c in frame.columns]
+    groups = frame.groupby(group_cols, sort=False) if group_cols else [("predictor", frame)]
+    for i, (key, part) in enumerate(groups):
+        name = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+        for col, dash in (("kendall_tau", None), ("spearman", "dot")):
+            if col in part and part[col].notna().any():
+                fig.add_trace(
+                    go.Scatter(x=part["trials"], y=part[col], name=f"{name}: {col}", mode="lines+markers",
+                               line={"color": PALETTE[i % len(PALETTE)], "dash": dash})
+                )  # fmt: skip
+    fig.update_xaxes(title="evaluated trials")
+    fig.update_yaxes(title="rank correlation", range=[-1, 1])
+    return _layout(fig, title, height=330)
+
+
+def predicted_figure(frame: pd.DataFrame) -> go.Figure:
+    """Predicted against measured values over a study's trials, one colour per metric."""
+    title = "Predicted against measured"
+    if frame.empty:
+        return message_figure("no data yet: no trial of this study records a prediction", title)
+    fig = go.Figure()
+    for i, (metric, part) in enumerate(frame.groupby("metric", sort=False)):
+        err = part["predicted_std"] if part["predicted_std"].notna().any() else None
+        fig.add_trace(
+            go.Scatter(
+                x=part["measured"], y=part["predicted"], mode="markers", name=str(metric),
+                customdata=part["trial"], marker={"color": PALETTE[i % len(PALETTE)]},
+                error_y={"type": "data", "array": err, "thickness": 1} if err is not None else None,
+            )
+        )  # fmt: skip
+    lo = float(np.nanmin(frame[["measured", "predicted"]].to_numpy(dtype=float)))
+    hi = float(np.nanmax(frame[["measured", "predicted"]].to_numpy(dtype=float)))
+    if math.isfinite(lo) and math.isfinite(hi):
+        fig.add_trace(
+            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="ideal", line={"dash": "dash", "color": "#999"})
+        )
+    fig.update_xaxes(title="measured")
+    fig.update_yaxes(title="predicted")
+    return _layout(fig, title, height=330)
