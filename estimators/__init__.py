@@ -1,7 +1,13 @@
-"""nasplat's accuracy estimators and hardware cost models (package ``nasplat_estimators``)."""
+"""nasplat's accuracy estimators and hardware cost models (package ``nasplat_estimators``).
+
+Cost models (registered under role ``cost_model``): ``analytical`` (MACs, parameters, bytes, BOPs),
+``measured`` / ``measured_onnx`` (latency timed on this machine), ``lut`` (per-layer lookup tables built by
+``nasplat profile``), ``roofline`` (YAML device profiles in ``devices/``). :mod:`.learned` holds the
+few-shot latency model that the predictor commands wrap.
+"""
 
 from __future__ import annotations
 
-from . import accuracy, analytical
+from . import accuracy, analytical, lut, measured, roofline
 
-__all__ = ["accuracy", "analytical"]
+__all__ = ["accuracy", "analytical", "lut", "measured", "roofline"]

@@ -34,8 +34,10 @@ A record may override its own counts through ``extra`` with ``("macs", n)`` and 
 for ops whose cost the closed forms above do not capture.
 
 Per-layer costs are cached by the record's configuration (everything but its name: the same information as
-:attr:`~nasplat.costs.LayerRecord.config_key`), and the totals are cached per architecture, so repeated and
-similar architectures cost a dictionary look-up.
+:attr:`~nasplat.costs.LayerRecord.config_key`) and by record object (families such as the cell family share
+immutable records between architectures, so a network is then counted with C-level look-ups), and the totals
+are cached per architecture, so repeated and similar architectures cost a dictionary look-up. Records are
+frozen; one changed in place after it was counted (``object.__setattr__``) keeps its cached cost.
 """
 
 from __future__ import annotations
@@ -118,35 +120,63 @@ def _layer_cost(rec: LayerRecord) -> _LayerCost:
     return (macs_f, params_f, params_f * w_bits / 8, out_bytes, in_bytes + out_bytes, macs_f * w_bits * a_bits)
 
 
+def layer_costs(rec: LayerRecord) -> _LayerCost:
+    """``(macs, params_count, model_bytes, activation_bytes, in+out bytes, bops)`` of one layer (cached per
+    configuration)."""
+    key = _config_of(rec)
+    try:
+        cost = _layer_cache.get(key)
+    except TypeError:  # a record holding a list (unhashable): fall back to the normalised key
+        key = rec.config_key
+        cost = _layer_cache.get(key)
+    if cost is None:
+        cost = _layer_cost(rec)
+        if len(_layer_cache) >= _LAYER_CACHE_MAX:
+            _layer_cache.clear()
+        _layer_cache[key] = cost
+    return cost
+
+
+# Per record object: ``id(record) -> costs``, with the records themselves kept alive in ``_by_id_records`` so
+# that no other object can take an id while it is in the table. Families that share record objects between
+# architectures (the cell family does) are then counted with C-level look-ups only.
+_by_id: dict[int, _LayerCost] = {}
+_by_id_records: list[LayerRecord] = []
+_BY_ID_MAX = 100_000
+
+
+def _costs_of(records: list[LayerRecord] | tuple[LayerRecord, ...]) -> list[_LayerCost]:
+    try:
+        return list(map(_by_id.__getitem__, map(id, records)))
+    except KeyError:
+        pass
+    out = []
+    for rec in records:
+        cost = _by_id.get(id(rec))
+        if cost is None:
+            cost = layer_costs(rec)
+            if len(_by_id) >= _BY_ID_MAX:
+                _by_id.clear()
+                _by_id_records.clear()
+            _by_id[id(rec)] = cost
+            _by_id_records.append(rec)
+        out.append(cost)
+    return out
+
+
 def count_costs(layers: Iterable[LayerRecord]) -> dict[str, float]:
     """Sum the analytical costs of a network's layer records (batch 1); keys are :data:`METRICS`."""
-    macs = params = model_b = act_b = peak_b = bops = 0.0
-    cache = _layer_cache
-    for rec in layers:
-        key = _config_of(rec)
-        try:
-            cost = cache.get(key)
-        except TypeError:  # a record holding a list (unhashable): fall back to the normalised key
-            key = rec.config_key
-            cost = cache.get(key)
-        if cost is None:
-            cost = _layer_cost(rec)
-            if len(cache) >= _LAYER_CACHE_MAX:
-                cache.clear()
-            cache[key] = cost
-        macs += cost[0]
-        params += cost[1]
-        model_b += cost[2]
-        act_b += cost[3]
-        peak_b = max(peak_b, cost[4])
-        bops += cost[5]
+    records = layers if isinstance(layers, (list, tuple)) else list(layers)
+    if not records:
+        return dict.fromkeys(METRICS, 0.0)
+    macs, params, model_b, act_b, peaks, bops = zip(*_costs_of(records), strict=True)
     return {
-        "macs": macs,
-        "params_count": params,
-        "model_bytes": model_b,
-        "activation_bytes": act_b,
-        "peak_activation_bytes": peak_b,
-        "bops": bops,
+        "macs": sum(macs, 0.0),
+        "params_count": sum(params, 0.0),
+        "model_bytes": sum(model_b, 0.0),
+        "activation_bytes": sum(act_b, 0.0),
+        "peak_activation_bytes": max(*peaks, 0.0),
+        "bops": sum(bops, 0.0),
     }
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from nasplat.errors import NasplatError, UnknownNameError
 
@@ -225,14 +226,37 @@ def encode(
 
 
 def make_predictor(name: str, **params: Any) -> Predictor:
-    """A fresh predictor registered as ``name``; unknown names list the registered ones."""
+    """A fresh predictor registered as ``name``; unknown names and parameters list the allowed ones."""
     from nasplat import registry
 
     cls = registry.get("predictor", name)
+    allowed = predictor_parameters(cls)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise NasplatError(
+            f"predictor '{name}' has no parameter {', '.join(repr(u) for u in unknown)}; "
+            f"allowed: {', '.join(allowed) or '(none)'}"
+        )
     try:
         return cls(**params)  # type: ignore[no-any-return]
     except TypeError as exc:
-        raise NasplatError(f"predictor '{name}': bad parameters {sorted(params)}: {exc}") from None
+        raise NasplatError(f"predictor '{name}': bad parameters ({exc})") from None
+
+
+def predictor_parameters(cls: type) -> list[str]:
+    """The keyword parameters a predictor class takes, following ``**kwargs`` passed on to its bases."""
+    import inspect
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def available_predictors() -> list[str]:
@@ -345,7 +369,7 @@ def archs_from_column(space: SearchSpace, values: Sequence[Any], where: str) -> 
             bad.append((i, v))
             first_msg = first_msg or str(exc)
     if bad:
-        row, text = bad[0]
+        row = bad[0][0]
         more = f" ({len(bad)} bad rows in all)" if len(bad) > 1 else ""
         raise NasplatError(f"{where}: row {row + 2}: {first_msg}{more}")
     return out
@@ -383,11 +407,13 @@ class PriorTable:
         cls, space: SearchSpace, path: str | Path, arch_column: str, exclude: Sequence[str] = ()
     ) -> PriorTable:
         """Every numeric column of ``path`` except ``arch_column`` and ``exclude`` (e.g. the target)."""
+        import pandas as pd
+
         frame = read_table(path, [arch_column])
         cols = [
             c
             for c in frame.columns
-            if c != arch_column and c not in exclude and np.issubdtype(frame[c].dtype, np.number)
+            if c != arch_column and c not in exclude and pd.api.types.is_numeric_dtype(frame[c])
         ]
         return cls(space, frame, arch_column, cols, str(path))
 
@@ -456,7 +482,7 @@ def target_values(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
 # quality
 
 
-def prediction_quality(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> dict[str, float]:
+def prediction_quality(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
     """Rank agreement of predictions with measurements: ``{"kendall_tau": ..., "spearman": ...}``.
 
     Kendall's tau-b and Spearman's rho (ties handled); NaN when there are fewer than two pairs or either side

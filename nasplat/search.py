@@ -209,6 +209,9 @@ def run_search(
         with quiet_optuna():
             for _i in range(n):
                 trial = study.ask()
+                # beat at once: a trial that never beat is never found stale (Optuna's rule), so a worker
+                # killed right here would otherwise hold that trial's budget for ever
+                storage.record_heartbeat(trial._trial_id)
                 asked.append((trial, suggest_architecture(trial, space)))
         told: set[int] = set()
         beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)

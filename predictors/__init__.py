@@ -1,3 +1,16 @@
-"""nasplat's accuracy and latency predictors, encoders and zero-cost proxies (package ``nasplat_predictors``)."""
+"""nasplat's accuracy and latency predictors, encoders and zero-cost proxies (package ``nasplat_predictors``).
+
+Importing the package registers, through :mod:`nasplat.registry`:
+
+- encoders ``onehot``, ``costs`` (any family), ``path``, ``pathstats``, ``graph`` (families whose
+  ``describe`` gives an edge graph, such as cells; :mod:`.encoders`) and ``zc`` (:mod:`.zero_cost`);
+- predictors ``gbdt``, ``mlp``, ``mlp_rank``, ``gp`` (:mod:`.models`), ``auto`` and ``auto_zc``
+  (:mod:`.auto`), and the zero-cost proxies as predictors ``zc_params``, ``zc_macs``, ``zc_synflow``,
+  ``zc_grad_norm``, ``zc_snip``, ``zc_naswot`` (:mod:`.zero_cost`).
+"""
 
 from __future__ import annotations
+
+from . import auto, encoders, models, zero_cost
+
+__all__ = ["auto", "encoders", "models", "zero_cost"]

@@ -26,7 +26,7 @@ def test_ray_actor_pool_matches_in_process(tmp_path: Path) -> None:
         "objectives": [
             {"metric": "accuracy", "direction": "maximize"},
             {"metric": "macs", "direction": "minimize", "cost_model": "analytical"},
-        ],  # fmt: skip
+        ],
         "sampler": {"name": "random"},
         "trials": 8,
         "batch_size": 8,

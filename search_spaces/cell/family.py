@@ -8,6 +8,7 @@ offer a subset). The string form is NAS-Bench-201's own, e.g.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
@@ -219,51 +220,122 @@ class CellFamily(Family):
 
         ``none`` edges contribute nothing; ``skip_connect`` an ``identity`` record; a node summing ``n`` inputs
         ``n - 1`` ``add`` records.
+
+        Records are immutable, so they are built once and shared: per space, the records of every op on every
+        edge of every cell position, of every add and of the fixed blocks are made when the space is first
+        seen, and the list of each distinct cell configuration is kept (up to ``_LAYERS_CACHE_MAX`` of them).
+        Each call returns a new list.
         """
-        cfg = macro_config(space)
-        ops = ops_of(arch)
+        key = space.hash
+        plans: dict[str, _LayerPlan] = self.__dict__.setdefault("_layer_plans", {})
+        lp = plans.get(key)
+        if lp is None:
+            lp = plans[key] = _LayerPlan(macro_config(space))
+        records = lp.by_choices.get(arch.choices)
+        if records is None:
+            records = lp.build(ops_of(arch))
+            if len(lp.by_choices) >= _LAYERS_CACHE_MAX:
+                lp.by_choices.clear()
+            lp.by_choices[arch.choices] = records
+        return list(records)
+
+
+#: Distinct cell configurations whose record lists :meth:`CellFamily.layers` keeps per space.
+_LAYERS_CACHE_MAX = 50_000
+
+
+class _LayerPlan:
+    """The layer records of one cell space's macro skeleton, built once and shared between architectures.
+
+    Each cell position has a table from a *slot* (an edge holding an op, or the ``n``-th add of a node) to
+    its records; an architecture's cell is a list of slots, and the network is the head, then each position's
+    records for those slots (or a reduction block), then the tail.
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
         c_in, h, w = cfg["input_shape"]
         c = cfg["stem_channels"]
-        out: list[LayerRecord] = [
-            _conv("stem.conv", c_in, c, 3, 1, (h, w)),
-            _bn("stem.bn", c, (h, w)),
-        ]
+        self.head: tuple[LayerRecord, ...] = (_conv("stem.conv", c_in, c, 3, 1, (h, w)), _bn("stem.bn", c, (h, w)))
+        # body: ("reduce", records of the block) or ("cell", slot -> records of that cell position)
+        self.body: list[tuple[str, Any]] = []
         for k, (kind, ci, co, _) in enumerate(plan(cfg)):
             p = f"cells.{k}"
             if kind == "reduce":
                 h2, w2 = h // 2, w // 2
-                out += _relu_conv_bn(f"{p}.conv_a", ci, co, 3, 2, (h, w))
-                out += _relu_conv_bn(f"{p}.conv_b", co, co, 3, 1, (h2, w2))
-                out.append(LayerRecord(f"{p}.downsample.pool", "avgpool", ci, ci, (h, w), (h2, w2), kernel=2, stride=2))
-                out.append(_conv(f"{p}.downsample.conv", ci, co, 1, 1, (h2, w2)))
-                out.append(LayerRecord(f"{p}.add", "add", co, co, (h2, w2), (h2, w2)))
+                block = (
+                    *_relu_conv_bn(f"{p}.conv_a", ci, co, 3, 2, (h, w)),
+                    *_relu_conv_bn(f"{p}.conv_b", co, co, 3, 1, (h2, w2)),
+                    LayerRecord(f"{p}.downsample.pool", "avgpool", ci, ci, (h, w), (h2, w2), kernel=2, stride=2),
+                    _conv(f"{p}.downsample.conv", ci, co, 1, 1, (h2, w2)),
+                    LayerRecord(f"{p}.add", "add", co, co, (h2, w2), (h2, w2)),
+                )
+                self.body.append(("reduce", block))
                 h, w = h2, w2
-                continue
-            inputs = {1: 0, 2: 0, 3: 0}
-            for e in EDGES:
-                op = ops[e]
-                if op == "none":
-                    continue
-                i, _ = edge_nodes(e)
-                inputs[i] += 1
-                name = f"{p}.edges.{e}.{op}"
-                if op == "skip_connect":
-                    out.append(LayerRecord(name, "identity", ci, ci, (h, w), (h, w)))
-                elif op == "avg_pool_3x3":
-                    out.append(LayerRecord(name, "avgpool", ci, ci, (h, w), (h, w), kernel=3, stride=1))
-                else:
-                    out += _relu_conv_bn(name, ci, ci, 1 if op == "nor_conv_1x1" else 3, 1, (h, w))
-                if inputs[i] > 1:
-                    add = f"{p}.node_{i}.add" + ("" if inputs[i] == 2 else f"_{inputs[i] - 1}")
-                    out.append(LayerRecord(add, "add", ci, ci, (h, w), (h, w)))
+            else:
+                self.body.append(("cell", _cell_table(p, ci, (h, w))))
             c = co
-        out += [
+        self.tail: tuple[LayerRecord, ...] = (
             _bn("lastact.bn", c, (h, w)),
             LayerRecord("lastact.relu", "relu", c, c, (h, w), (h, w)),
             LayerRecord("global_pooling", "global_avgpool", c, c, (h, w), (1, 1)),
             LayerRecord("classifier", "linear", c, cfg["num_classes"], (1, 1), (1, 1), bias=True),
-        ]
-        return out
+        )
+        self.by_choices: dict[tuple[tuple[str, Value], ...], tuple[LayerRecord, ...]] = {}
+
+    def build(self, ops: dict[str, str]) -> tuple[LayerRecord, ...]:
+        """Every record of the network whose cells hold ``ops`` (edge -> op)."""
+        slots: list[int] = []
+        inputs = [0, 0, 0, 0]
+        for e_index, (edge, node) in enumerate(_EDGE_INTO):
+            op = ops[edge]
+            if op == "none":
+                continue
+            inputs[node] += 1
+            slots.append(8 * e_index + _OP_INDEX[op])  # _edge_slot
+            if inputs[node] > 1:
+                slots.append(100 + 10 * node + inputs[node])  # _add_slot
+        out: list[LayerRecord] = list(self.head)
+        for kind, item in self.body:
+            if kind == "reduce":
+                out.extend(item)
+            else:
+                out.extend(chain.from_iterable(map(item.__getitem__, slots)))
+        out.extend(self.tail)
+        return tuple(out)
+
+
+_EDGE_INTO: tuple[tuple[str, int], ...] = tuple((e, edge_nodes(e)[0]) for e in EDGES)
+_OP_INDEX: dict[str, int] = {op: i for i, op in enumerate(OPS)}
+
+
+def _edge_slot(e_index: int, op: str) -> int:
+    return 8 * e_index + OPS.index(op)
+
+
+def _add_slot(node: int, n: int) -> int:
+    return 100 + 10 * node + n
+
+
+def _cell_table(prefix: str, c: int, hw: tuple[int, int]) -> dict[int, tuple[LayerRecord, ...]]:
+    """Slot -> records for the cell at ``prefix``: every op on every edge, and every add of every node."""
+    table: dict[int, tuple[LayerRecord, ...]] = {}
+    for e_index, edge in enumerate(EDGES):
+        for op in OPS:
+            name = f"{prefix}.edges.{edge}.{op}"
+            if op == "none":
+                continue
+            if op == "skip_connect":
+                recs: tuple[LayerRecord, ...] = (LayerRecord(name, "identity", c, c, hw, hw),)
+            elif op == "avg_pool_3x3":
+                recs = (LayerRecord(name, "avgpool", c, c, hw, hw, kernel=3, stride=1),)
+            else:
+                recs = tuple(_relu_conv_bn(name, c, c, 1 if op == "nor_conv_1x1" else 3, 1, hw))
+            table[_edge_slot(e_index, op)] = recs
+    for node in (1, 2, 3):
+        for n in range(2, node + 1):
+            name = f"{prefix}.node_{node}.add" + ("" if n == 2 else f"_{n - 1}")
+            table[_add_slot(node, n)] = (LayerRecord(name, "add", c, c, hw, hw),)
+    return table
 
 
 # helpers ------------------------------------------------------------------------------------------------------
