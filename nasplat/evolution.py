@@ -221,6 +221,20 @@ class GuidedSampler(SpaceAwareSampler):
         self._fitted_at = -1
         self._ranked: list[Architecture] = []
         self._seed = seed
+        self._predicted: dict[str, tuple[float, ...]] = {}  # arch key -> predicted objective values
+        self._pending: list[tuple[np.ndarray, tuple[float, ...]]] = []  # (measured, predicted) not yet scored
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        params = super().sample_relative(study, trial, search_space)
+        predicted = self._predicted.get(self.space.make(params, check=False).key) if params else None
+        if predicted is not None:  # shown next to the measured values (dashboard: predicted against measured)
+            from nasplat.study import objective_names
+
+            for name, value in zip(objective_names(study), predicted, strict=True):
+                study._storage.set_trial_user_attr(trial._trial_id, f"predicted:{name}", float(value))
+        return params
 
     def propose(self, study: optuna.Study, seen: set[str]) -> Architecture:
         archs, values, violations = self._history(study)
@@ -228,6 +242,7 @@ class GuidedSampler(SpaceAwareSampler):
             return self._fresh(lambda: self.space.sample(self._rng), seen)
         grown = len(archs) - self._fitted_at
         if self._fitted_at < 0 or grown >= max(1, int(self.refit_fraction * self._fitted_at)):
+            self._record_quality(study, archs, values)
             self._ranked = self._rank(study, archs, values, violations)
             self._fitted_at = len(archs)
         while self._ranked:
@@ -235,6 +250,29 @@ class GuidedSampler(SpaceAwareSampler):
             if arch.key not in seen:
                 return arch
         return self._fresh(lambda: self.space.sample(self._rng), seen)
+
+    def _record_quality(self, study: optuna.Study, archs: list[Architecture], values: np.ndarray) -> None:
+        """How well the last fit ranked the architectures it had not seen, now that they are evaluated.
+
+        Appended to the study attribute ``predictor_quality`` (Kendall tau and Spearman per objective), so a
+        user can see whether to trust the predictor.
+        """
+        from nasplat.predictor import prediction_quality
+        from nasplat.study import objective_names
+
+        for i, a in enumerate(archs):
+            if a.key in self._predicted:
+                self._pending.append((values[i], self._predicted.pop(a.key)))
+        if len(self._pending) < 10:  # score predictions in groups of at least ten
+            return
+        measured = np.array([m for m, _ in self._pending])
+        pred = np.array([p for _, p in self._pending])
+        records = list(study.user_attrs.get("predictor_quality") or [])
+        for j, name in enumerate(objective_names(study)):
+            q = prediction_quality(measured[:, j], pred[:, j])
+            records.append({"trials": len(archs), "model": self.predictor, "metric": name, "n": len(pred), **q})
+        study.set_user_attr("predictor_quality", records)
+        self._pending = []
 
     def _rank(self, study: optuna.Study, archs: list[Architecture], values: np.ndarray,
               violations: np.ndarray) -> list[Architecture]:  # fmt: skip
@@ -265,11 +303,13 @@ class GuidedSampler(SpaceAwareSampler):
         if not cands:
             return []
         optimistic = np.zeros((len(cands), score.shape[1]))
+        means = np.zeros_like(optimistic)
         for j in range(score.shape[1]):
             model = make_predictor(self.predictor, **self.predictor_params)
             model.fit(self.space, archs, score[:, j], seed=self._seed + len(archs))
             mean, std = model.predict(self.space, cands)
             optimistic[:, j] = mean + (self.kappa * std if std is not None else 0.0)
+            means[:, j] = mean * signs[j]  # back in the objective's own units and direction
         if score.shape[1] == 1:
             ranking = np.argsort(-optimistic[:, 0], kind="stable")
         else:  # hypervolume each candidate would add to the current feasible front (maximisation form)
@@ -280,6 +320,7 @@ class GuidedSampler(SpaceAwareSampler):
                 [hypervolume(np.vstack([front, p]), ref, ["maximize"] * score.shape[1]) - base for p in optimistic]
             )
             ranking = np.lexsort((-optimistic.sum(axis=1), -gain))
+        self._predicted.update({c.key: tuple(float(v) for v in means[i]) for i, c in enumerate(cands)})
         return [cands[i] for i in ranking]
 
     def _space_size(self) -> int:

@@ -170,3 +170,20 @@ def test_guided_sampler_multi_objective_and_bad_predictor(flat: Any) -> None:
     assert len(keys) == 24  # never proposes an architecture twice
     with pytest.raises(NasplatError, match="predictor"):
         make_sampler("guided", seed=0, n_objectives=1, space=flat, options={"predictor": "nope"})
+
+
+def test_guided_sampler_records_predictor_quality_and_predictions(flat: Any) -> None:
+    from nasplat.evolution import GuidedSampler
+
+    sampler = GuidedSampler(flat, seed=0, n_init=10, candidates=200, predictor_params={"encoder": "onehot"})
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.set_user_attr("objectives", [{"metric": "score", "direction": "maximize"}])
+    for _ in range(60):
+        t = study.ask()
+        study.tell(t, score(suggest_architecture(t, flat)))
+    quality = study.user_attrs["predictor_quality"]
+    assert quality and all(r["metric"] == "score" and r["model"] == "gbdt" for r in quality)
+    assert quality[-1]["trials"] > quality[0]["trials"]
+    assert all(-1.0 <= r["kendall_tau"] <= 1.0 for r in quality)
+    predicted = [t for t in study.trials if "predicted:score" in t.user_attrs]
+    assert len(predicted) >= 20  # every guided proposal carries the prediction that chose it
