@@ -257,27 +257,15 @@ def _require_study(storage_url: str, study: str) -> None:
 
 
 def _print_pareto(storage: str, study_name: str | None, reference: list[float] | None):  # type: ignore[no-untyped-def]
-    from nasplat.study import load_study, make_storage, objective_names, pareto_frame
+    from nasplat.results import front_table
+    from nasplat.study import load_study, make_storage, pareto_frame
 
     st = load_study(make_storage(storage), study_name)
     front, hv = pareto_frame(st, reference)
-    names = objective_names(st)
-    table = Table(title=f"Pareto front of '{st.study_name}' ({len(front)} trials)")
-    for col in ["trial", *names]:
-        table.add_column(col, justify="right")
-    table.add_column("arch", overflow="fold")
-    for _, row in front.iterrows():
-        table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in names), str(row.get("arch")))
-    out.print(table)
+    out.print(front_table(st, front, f"Pareto front of '{st.study_name}' ({len(front)} trials)"))
     if hv is not None:
         out.print(f"hypervolume: {hv:.6g}")
     return front
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    return str(v)
 
 
 def main() -> None:

@@ -39,10 +39,10 @@ def run_quickstart(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train, search, print the front, export the knee trial; returns where everything is."""
-    from nasplat.results import export_trial, pick_trial
+    from nasplat.results import export_trial, front_table, pick_trial
     from nasplat.runfile import parse_run
     from nasplat.search import run_search
-    from nasplat.study import load_study, make_storage, objective_names, pareto_frame
+    from nasplat.study import load_study, make_storage, pareto_frame
 
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,16 +55,7 @@ def run_quickstart(
 
     study = load_study(make_storage(result.storage_url), result.study_name)
     front, _ = pareto_frame(study)
-    names = objective_names(study)
-    from rich.table import Table
-
-    table = Table(title=f"Pareto front ({len(front)} of {result.completed} trials)")
-    for col in ["trial", *names]:
-        table.add_column(col, justify="right")
-    table.add_column("arch", overflow="fold")
-    for _, row in front.iterrows():
-        table.add_row(str(row["trial"]), *(f"{row[n]:,.4g}" for n in names), str(row["arch"]))
-    console.print(table)
+    console.print(front_table(study, front, f"Pareto front ({len(front)} of {result.completed} trials)"))
 
     trial = pick_trial(study, "knee")
     bundle = export_trial(study, trial, out_dir / "bundle", overwrite=True)

@@ -10,6 +10,8 @@ from nasplat.space import SearchSpace, parse_space
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
+    from rich.table import Table
 
     from nasplat.export import ExportResult
 
@@ -90,3 +92,25 @@ def export_trial(
     return export_bundle(
         supernet, arch, out_dir, metrics=metrics, provenance=provenance, example_input=x, overwrite=overwrite
     )
+
+
+def front_table(study: optuna.Study, front: pd.DataFrame, title: str) -> Table:
+    """The front as a rich table: trial, each objective, and the architecture in the family's string form."""
+    from rich.table import Table
+
+    from nasplat.study import objective_names
+
+    names = objective_names(study)
+    table = Table(title=title)
+    for col in ["trial", *names]:
+        table.add_column(col, justify="right")
+    table.add_column("arch", overflow="fold")
+    for _, row in front.iterrows():
+        table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in names), str(row.get("arch")))
+    return table
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)
