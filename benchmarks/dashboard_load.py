@@ -242,6 +242,21 @@ def capture_pareto_request(port: int) -> tuple[bytes, dict[str, float]]:
             timeout=120_000,
         )
         marks["drawn"] = time.perf_counter() - t
+        if not body:  # the page came with the plot: get the same request by switching views
+            page.goto(f"http://127.0.0.1:{port}/?view=studies")
+            page.wait_for_timeout(1500)
+            with page.expect_request(
+                lambda r: (
+                    bool(r.post_data_buffer)
+                    and b"pareto-graph.figure" in r.post_data_buffer
+                    and b'"id":"view","property":"value","value":"pareto"' in r.post_data_buffer.replace(b" ", b"")
+                )
+            ) as req:
+                page.click("#tab-pareto")
+            body.append(req.value.post_data_buffer)
+            page.wait_for_timeout(2000)
+            marks.pop("asked", None)
+            marks.pop("answered", None)
         browser.close()
     if not body:
         raise RuntimeError("no Pareto callback request seen")
@@ -366,8 +381,9 @@ def main() -> None:
             f"| ... at which the browser sent the Pareto callback (after the study and controls callbacks) | {fmt(stages.get('asked', []))} |",
             f"| ... at which the Pareto callback was answered | {fmt(stages.get('answered', []))} |",
             "",
-            f"Target, opening the Pareto view in under 2 s (the cold HTTP response of its callback): "
-            f"**{'met' if target_ok else 'NOT met'}**.",
+            f"Target, opening the Pareto view in under 2 s: server side (cold extraction and figures) "
+            f"**{'met' if target_ok else 'NOT met'}**; in the browser, until every point is drawn, "
+            f"**{'met' if browser_s and float(np.median(browser_s)) < 2.0 else 'not met'}**.",
             "",
             "The browser figure is the whole page: loading Dash's and plotly's scripts (about 5 MB, from the local "
             "server), the storage/study callback, the Pareto controls callback (axes and constraint sliders), the "

@@ -153,19 +153,28 @@ def _short(col: str) -> str:
 # layout
 
 
-def _graph(graph_id: str, height: int) -> Any:
+def _graph(graph_id: str, height: int, **props: Any) -> Any:
     """A plot that follows its container's width (also when drawn in a hidden view) at a fixed height."""
     from dash import dcc
 
-    return dcc.Graph(id=graph_id, config={"displaylogo": False}, responsive=True, style={"height": f"{height}px"})
+    return dcc.Graph(
+        id=graph_id, config={"displaylogo": False}, responsive=True, style={"height": f"{height}px"}, **props
+    )
 
 
-def _layout(storage_url: str, refresh_s: float) -> Any:
+def _layout(storage_url: str, refresh_s: float, init: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The page. ``init``: component id -> properties already computed for the first paint (the latest study's
+    Pareto view), so that the page shows it without waiting for callback round trips."""
     from dash import dcc, html
     from dash.dash_table.DataTable import DataTable
 
+    init = init or {}
+
+    def p(component: str, **defaults: Any) -> dict[str, Any]:
+        return {**defaults, **init.get(component, {})}
+
     def view(name: str, children: list[Any]) -> Any:
-        return html.Div(children, id=f"view-{name}", style={"display": "none"})
+        return html.Div(children, id=f"view-{name}", **p(f"view-{name}", style={"display": "none"}))
 
     table_style: dict[str, Any] = {
         "style_table": {"overflowX": "auto"},
@@ -178,9 +187,9 @@ def _layout(storage_url: str, refresh_s: float) -> Any:
         [
             dcc.Location(id="url", refresh=False),
             dcc.Interval(id="tick", interval=max(int(refresh_s * 1000), 500)),
-            dcc.Store(id="sig"),
-            dcc.Store(id="constraint-bounds"),
-            dcc.Store(id="pareto-studies"),
+            dcc.Store(id="sig", **p("sig")),
+            dcc.Store(id="constraint-bounds", **p("constraint-bounds")),
+            dcc.Store(id="pareto-studies", **p("pareto-studies")),
             dcc.Store(id="trial-request"),
             # a hidden slider makes the browser fetch the slider code with the page, not when the first
             # constraint slider appears (which would hold back the first Pareto plot by a round trip)
@@ -190,10 +199,10 @@ def _layout(storage_url: str, refresh_s: float) -> Any:
                     html.H1("nasplat dashboard"),
                     html.Span(D.safe_url(storage_url), className="storage", id="storage-url"),
                     html.Div(
-                        dcc.Dropdown(id="study", placeholder="choose a study", clearable=False),
+                        dcc.Dropdown(id="study", **p("study", placeholder="choose a study", clearable=False)),
                         className="study-picker",
                     ),
-                    html.Span(id="refresh-status", className="refresh"),
+                    html.Span(id="refresh-status", className="refresh", **p("refresh-status")),
                 ],
                 className="top",
             ),
@@ -218,55 +227,78 @@ def _layout(storage_url: str, refresh_s: float) -> Any:
                     view(
                         "pareto",
                         [
-                            html.Div(id="pareto-message"),
+                            html.Div(id="pareto-message", **p("pareto-message")),
                             html.Div(
                                 [
-                                    html.Div([html.Label("x axis"), dcc.Dropdown(id="axis-x", clearable=False)]),
-                                    html.Div([html.Label("y axis"), dcc.Dropdown(id="axis-y", clearable=False)]),
-                                    html.Div([html.Label("z axis (optional)"), dcc.Dropdown(id="axis-z")]),
+                                    html.Div(
+                                        [
+                                            html.Label("x axis"),
+                                            dcc.Dropdown(id="axis-x", **p("axis-x", clearable=False)),
+                                        ]
+                                    ),
+                                    html.Div(
+                                        [
+                                            html.Label("y axis"),
+                                            dcc.Dropdown(id="axis-y", **p("axis-y", clearable=False)),
+                                        ]
+                                    ),
+                                    html.Div(
+                                        [html.Label("z axis (optional)"), dcc.Dropdown(id="axis-z", **p("axis-z"))]
+                                    ),
                                     html.Div(
                                         [
                                             html.Label("device"),
                                             dcc.Dropdown(
                                                 id="device",
-                                                value="any",
-                                                clearable=False,
-                                                options=[{"label": "any device", "value": "any"}],
+                                                **p(
+                                                    "device",
+                                                    value="any",
+                                                    clearable=False,
+                                                    options=[{"label": "any device", "value": "any"}],
+                                                ),
                                             ),
                                         ]
                                     ),
                                     html.Div(
-                                        [html.Label("overlay the fronts of"), dcc.Dropdown(id="compare", multi=True)],
+                                        [
+                                            html.Label("overlay the fronts of"),
+                                            dcc.Dropdown(id="compare", **p("compare", multi=True)),
+                                        ],
                                         style={"minWidth": "320px"},
                                     ),
                                     html.Div(
-                                        [html.Label("constrain"), dcc.Dropdown(id="constrain", multi=True)],
+                                        [
+                                            html.Label("constrain"),
+                                            dcc.Dropdown(id="constrain", **p("constrain", multi=True)),
+                                        ],
                                         style={"minWidth": "320px"},
                                     ),
                                 ],
                                 className="controls",
                             ),
-                            html.Div(id="sliders", className="sliders"),
-                            html.Div(id="pareto-status", className="status"),
+                            html.Div(id="sliders", className="sliders", **p("sliders")),
+                            html.Div(id="pareto-status", className="status", **p("pareto-status")),
                             html.Div(
-                                _graph("pareto-graph", 520),
+                                _graph("pareto-graph", 520, **p("pareto-graph")),
                                 className="card",
                             ),
                             html.Div(
                                 [
                                     html.Div(
-                                        _graph("hv-trials", 330),
+                                        _graph("hv-trials", 330, **p("hv-trials")),
                                         className="card",
                                     ),
                                     html.Div(
-                                        _graph("hv-time", 330),
+                                        _graph("hv-time", 330, **p("hv-time")),
                                         className="card",
                                     ),
                                 ],
                                 className="grid2",
                             ),
                             html.H3("Front trials (click a row to open the architecture)"),
-                            DataTable(id="front-table", sort_action="native", page_size=15, **table_style),
+                            DataTable(
+                                id="front-table", **p("front-table", sort_action="native", page_size=15, **table_style)
+                            ),
                         ],
                     ),
                     view(
@@ -408,9 +440,11 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,
         serve_locally=True,
+        # plotly.js (4.6 MB) and the other lazily loaded component code come with the page's scripts, so the
+        # browser evaluates them before it asks for the layout instead of after it has rendered the layout
+        eager_loading=True,
     )
     app.index_string = _INDEX
-    app.layout = _layout(storage_url, refresh_s)
 
     def storage() -> D.Storage:
         return D.open_storage(storage_url)
@@ -453,16 +487,7 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
                 "info",
             )
             return [], None, sig, msg, f"no study yet · checked {stamp}", view, no_update
-        options: Any = no_update
-        if studies is not None:
-            options = [
-                {
-                    "label": f"{row['study']}  ·  {row['space']}  ·  {row['complete']} trials"
-                    + ("  (unreadable)" if isinstance(row["problem"], str) else ""),
-                    "value": row["study"],
-                }
-                for _, row in studies.iterrows()
-            ]
+        options: Any = no_update if studies is None else study_options(studies)
         alert: Any = None
         value: Any = no_update
         if current is None or (first and query.get("study")):
@@ -476,14 +501,29 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
             value = D.latest_study(st)
         request: Any = no_update
         wanted_trial = query.get("trial", [""])[0]
-        if first and wanted_trial.isdigit() and isinstance(value, str):
-            request = {"study": value, "trial": int(wanted_trial), "at": time.time()}
+        chosen = value if isinstance(value, str) else current
+        if first and wanted_trial.isdigit() and isinstance(chosen, str):
+            request = {"study": chosen, "trial": int(wanted_trial), "at": time.time()}
+        if value == current:
+            value = no_update  # already shown (the page came with it): no need to redraw the views
         sig_out = sig if sig != old_sig else no_update
+        return options, value, sig_out, alert, live_status(stamp, studies, names), view, request
+
+    def study_options(studies: pd.DataFrame) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": f"{row['study']}  ·  {row['space']}  ·  {row['complete']} trials"
+                + ("  (unreadable)" if isinstance(row["problem"], str) else ""),
+                "value": row["study"],
+            }
+            for _, row in studies.iterrows()
+        ]
+
+    def live_status(stamp: str, studies: pd.DataFrame | None, names: list[str]) -> str:
         n_trials = int(studies["trials"].sum()) if studies is not None else None
-        status = f"live · checked {stamp}" + (
+        return f"live · checked {stamp}" + (
             f" · {n_trials:,} trials in {len(names)} studies" if n_trials is not None else ""
         )
-        return options, value, sig_out, alert, status, view, request
 
     @app.callback(*(Output(f"view-{v}", "style") for v in VIEWS), Input("view", "value"))
     def show_view(view: str) -> tuple[dict[str, str], ...]:
@@ -570,6 +610,11 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
 
         One callback, so that the Pareto view waits for a single round trip before drawing.
         """
+        return controls_state(study, ctx.triggered_id, constrain, x, y, z, positions, ids, old_bounds)
+
+    def controls_state(study: str | None, trigger: Any, constrain: list[str] | None, x: str | None, y: str | None,
+                       z: str | None, positions: list[Any], ids: list[dict[str, str]],
+                       old_bounds: dict[str, Any] | None) -> tuple[Any, ...]:  # fmt: skip
         any_device = [{"label": "any device", "value": "any"}]
         none: tuple[Any, ...] = ([], [], [], None, None, None, [], [], any_device, [], {})
         if not study:
@@ -584,7 +629,7 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         options = [
             {"label": f"{m} ({'max' if info.direction_of(m) == 'maximize' else 'min'})", "value": m} for m in metrics
         ]
-        switched = ctx.triggered_id == "study"
+        switched = trigger == "study"
         if switched or x not in metrics or y not in metrics:
             x = info.objectives[0] if info.objectives else (metrics[0] if metrics else None)
             y = info.objectives[1] if len(info.objectives) > 1 else (metrics[1] if len(metrics) > 1 else None)
@@ -604,7 +649,7 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
             children, bounds = _sliders(st, info, study, constrain, keep, old_bounds or {})
         except Exception:
             children, bounds = [], {}
-        if ctx.triggered_id == "sig" and bounds == (old_bounds or {}) and len(ids) == len(children):
+        if trigger == "sig" and bounds == (old_bounds or {}) and len(ids) == len(children):
             # nothing moved: keep the sliders as they are
             return options, options, options, x, y, z, options, constrain, device_options, no_update, no_update
         return options, options, options, x, y, z, options, constrain, device_options, children, bounds
@@ -663,6 +708,9 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         prevent_initial_call=True,
     )
     def compare_options(study: str | None, device: str | None, _sig: Any) -> Any:
+        return compare_state(study, device)
+
+    def compare_state(study: str | None, device: str | None) -> Any:
         try:
             studies = D.studies_frame(storage(), summary=False)
         except Exception:
@@ -706,6 +754,11 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
     def pareto_view(x: str | None, y: str | None, z: str | None, compare: list[str] | None, positions: list[Any],
                     view: str, _sig: Any, ids: list[dict[str, str]], bounds: dict[str, Any] | None,
                     study: str | None) -> tuple[Any, ...]:  # fmt: skip
+        return pareto_state(x, y, z, compare, positions, view, ids, bounds, study)
+
+    def pareto_state(x: str | None, y: str | None, z: str | None, compare: list[str] | None, positions: list[Any],
+                     view: str, ids: list[dict[str, str]], bounds: dict[str, Any] | None,
+                     study: str | None) -> tuple[Any, ...]:  # fmt: skip
         labels: list[Any] = [no_update] * len(ids)
         if not active(view, "pareto"):
             return (no_update,) * 7 + (labels, no_update)
@@ -790,6 +843,75 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
             return no_update, no_update, no_update
         request = {"study": who, "trial": number, "at": time.time()}
         return (who if who != study else no_update), request, "architecture"
+
+    # ---------------------------------------------------------------------------------- first paint
+    painted: dict[str, Any] = {}  # storage signature -> the first paint computed for it (the latest only)
+
+    def first_paint() -> dict[str, dict[str, Any]]:
+        """The landing view (the latest study's Pareto front) computed with the page, as the study, controls and
+        Pareto callbacks would answer it; empty (the callbacks take over) when anything is missing or unreadable.
+        Kept until the storage changes."""
+        try:
+            sig = D.storage_signature(storage())
+        except Exception:
+            return {}
+        init = painted.get(sig)
+        if init is None:
+            init = compute_first_paint(sig)
+            painted.clear()
+            painted[sig] = init
+        if not init:
+            return {}
+        return {**init, "refresh-status": {"children": init["refresh-status"]["children"] % time.strftime("%H:%M:%S")}}
+
+    def compute_first_paint(sig: Any) -> dict[str, dict[str, Any]]:
+        try:
+            st = storage()
+            names = D.study_names(st)
+            study = D.latest_study(st) if names else None
+            if not study:
+                return {}
+            studies = D.studies_frame(st, summary=False)
+            D.study_info(st, study)
+            (ax_opts, _, _, x, y, z, c_opts, constrain, dev_opts, sliders, bounds) = controls_state(
+                study, "study", None, None, None, None, [], [], None
+            )
+            ids = [{"type": "constraint", "metric": m} for m in bounds]
+            positions = [0 if b[2] == "maximize" else _SLIDER_STEPS for b in bounds.values()]
+            view = pareto_state(x, y, z, None, positions, "pareto", ids, bounds, study)
+            compare = compare_state(study, "any")
+        except Exception:
+            log.debug("first paint not prefilled", exc_info=True)
+            return {}
+        if any(v is no_update for v in view[:7]) or view[4] is not None:
+            return {}  # no axes, or a message to show: the callbacks say it
+        fig, hv_trials, hv_time, status, msg, front_rows, front_cols, texts, shown = view
+        for child, text in zip(sliders, texts, strict=False):
+            child.children[0].children = text
+        axis = {"options": ax_opts}
+        return {
+            "sig": {"data": sig},
+            "study": {"options": study_options(studies), "value": study},
+            "refresh-status": {"children": live_status("%s", studies, names)},
+            "view-pareto": {"style": {"display": "block"}},
+            "axis-x": {**axis, "value": x},
+            "axis-y": {**axis, "value": y},
+            "axis-z": {**axis, "value": z},
+            "constrain": {"options": c_opts, "value": constrain},
+            "device": {"options": dev_opts},
+            "compare": {"options": compare},
+            "sliders": {"children": sliders},
+            "constraint-bounds": {"data": bounds},
+            "pareto-graph": {"figure": fig},
+            "hv-trials": {"figure": hv_trials},
+            "hv-time": {"figure": hv_time},
+            "pareto-status": {"children": status},
+            "pareto-message": {"children": msg},
+            "front-table": {"data": front_rows, "columns": front_cols},
+            "pareto-studies": {"data": shown},
+        }
+
+    app.layout = lambda: _layout(storage_url, refresh_s, first_paint())
 
     # ---------------------------------------------------------------------------------- trials
     @app.callback(

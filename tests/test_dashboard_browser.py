@@ -183,6 +183,31 @@ def test_lands_on_latest_front_and_slider_filters(server: tuple[str, Path], page
     shot(page, tmp_path, "pareto-constrained")
 
 
+def test_landing_view_comes_with_the_page(server: tuple[str, Path], page: Any) -> None:
+    """The latest study's Pareto view is part of the page itself: no callback round trip before it shows, and
+    another study named in the URL still replaces it."""
+    expect = sync_api.expect
+    base, _ = server
+    asked: list[str] = []
+
+    def sent(request: Any) -> None:
+        data = request.post_data_buffer
+        if "/_dash-update-component" in request.url and data and b"pareto-graph.figure" in data:
+            asked.append(request.url)
+
+    page.on("request", sent)
+    page.goto(base + "/")
+    wait_plot(page, "pareto-graph")
+    expect(page.locator("#pareto-status")).to_contain_text("8 of 8 completed trials within the constraints")
+    expect(page.locator('[id=\'{"metric":"macs","type":"constraint-label"}\']')).to_contain_text("macs ≤")
+    page.wait_for_timeout(1500)
+    assert asked == []
+    with page.expect_request(lambda r: bool(r.post_data_buffer) and b"pareto-graph.figure" in r.post_data_buffer):
+        page.goto(base + "/?study=demo-nsga2")
+    expect(page.locator("#study")).to_contain_text("demo-nsga2")
+    wait_plot(page, "pareto-graph")
+
+
 def test_overlay_three_axes_and_point_click(server: tuple[str, Path], page: Any, tmp_path: Path) -> None:
     expect = sync_api.expect
     base, _ = server
