@@ -145,7 +145,14 @@ def run_search(
     import optuna
 
     from nasplat.samplers import make_sampler
-    from nasplat.study import make_storage, open_study, quiet_optuna, record_result, suggest_architecture
+    from nasplat.study import (
+        fail_silent_trials,
+        make_storage,
+        open_study,
+        quiet_optuna,
+        record_result,
+        suggest_architecture,
+    )
 
     t0 = time.perf_counter()
     space = load_space(run.space)
@@ -198,6 +205,7 @@ def run_search(
         # and take what they finished into the cache, so the study ends at `want` without repeats.
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
+            fail_silent_trials(study, run.grace_s)  # ...including ones killed before their first heartbeat
         done, running = _progress(study, cache)
         if done >= want:
             break

@@ -231,3 +231,41 @@ def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) 
     if ref is not None:
         hv = hypervolume(front[names].to_numpy(dtype=float), list(ref), directions)
     return front, hv
+
+
+def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
+    """Fail (and queue again) running trials that never recorded a heartbeat and started over ``grace_s`` ago.
+
+    Optuna's stale-trial check only looks at trials with a heartbeat, so a worker killed between creating a
+    trial and its first beat would hold that trial for ever. Returns how many trials were failed.
+    """
+    import datetime
+
+    import optuna
+    import sqlalchemy
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return 0
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace_s)
+    query = sqlalchemy.text(
+        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE t.study_id = :sid AND t.state = 'RUNNING' AND h.trial_id IS NULL AND t.datetime_start < :cutoff"
+    )
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(query, {"sid": study._study_id, "cutoff": cutoff})]
+    callback = (
+        storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    )
+    failed = 0
+    for trial_id in ids:
+        try:
+            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+                failed += 1
+                if callback is not None:
+                    callback(study, storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+    return failed

@@ -114,3 +114,22 @@ def test_sigkill_mid_batch_then_resume(tmp_path: Path) -> None:
             assert t.params == dead[t.system_attrs["failed_trial"]]
     # the constraint was recorded on every trial, and the front holds feasible trials only
     assert all("macs<=400000.0" in t.constraints for t in after["COMPLETE"])
+
+
+def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+    from nasplat.study import fail_silent_trials
+
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_s=1, grace_s=1)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize"])
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    dead = study.ask()  # its worker "dies" here: the trial never beats
+    dead.suggest_categorical("x", ["a", "b"])
+    assert fail_silent_trials(study, grace_s=60) == 0  # too young to call dead
+    time.sleep(1.5)
+    assert fail_silent_trials(study, grace_s=1) == 1
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[dead.number].state == optuna.trial.TrialState.FAIL
+    assert by_number[alive.number].state == optuna.trial.TrialState.RUNNING  # it has a heartbeat
+    waiting = [t for t in by_number.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == by_number[dead.number].params
