@@ -93,39 +93,51 @@ def open_study(
     attrs: dict[str, Any] | None = None,
 ) -> optuna.Study:
     """Create the study, or load it and check that it searches the same space for the same objectives."""
+    import time
+
     import optuna
 
     directions = [o["direction"] for o in objectives]
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True
-    )
-    existing = study.user_attrs
-    if "nasplat_format" in existing:
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=False
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+        # another worker may be writing the attributes right now: `nasplat_format` is written last
+        deadline = time.monotonic() + 30
+        while "nasplat_format" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
+        existing = study.user_attrs
+        if "nasplat_format" not in existing:
+            raise NasplatError(
+                f"study '{study_name}' exists but was not written by nasplat; use another study name"
+            ) from None
         if existing.get("space_hash") != space.hash:
             raise NasplatError(
                 f"study '{study_name}' searches space '{existing.get('space')}' (hash {existing.get('space_hash')}), "
                 f"not '{space.name}' (hash {space.hash}); use another study name"
-            )
+            ) from None
         if existing.get("objectives") != list(objectives):
             raise NasplatError(
                 f"study '{study_name}' has objectives {_fmt_obj(existing.get('objectives'))}, "
                 f"the run file asks for {_fmt_obj(list(objectives))}; use another study name"
-            )
-    else:
-        import nasplat
+            ) from None
+        return study
+    import nasplat
 
-        base = {
-            "nasplat_format": STUDY_FORMAT,
-            "nasplat_version": nasplat.__version__,
-            "space": space.name,
-            "space_hash": space.hash,
-            "space_file": str(space.path.resolve()) if space.path else None,
-            "space_spec": space.spec.model_dump(mode="json"),
-            "family": space.spec.family,
-            "objectives": list(objectives),
-        }
-        for key, value in {**base, **(attrs or {})}.items():
-            study.set_user_attr(key, value)
+    base = {
+        "nasplat_version": nasplat.__version__,
+        "space": space.name,
+        "space_hash": space.hash,
+        "space_file": str(space.path.resolve()) if space.path else None,
+        "space_spec": space.spec.model_dump(mode="json"),
+        "family": space.spec.family,
+        "objectives": list(objectives),
+    }
+    for key, value in {**base, **(attrs or {})}.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("nasplat_format", STUDY_FORMAT)  # last: marks the study as complete for other workers
     return study
 
 
