@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nasplat import registry
 from nasplat.errors import NasplatError
 from nasplat.space import SearchSpace
@@ -146,10 +144,6 @@ def write_jsonl(records: Iterator[dict[str, Any]], out: Path) -> int:
             f.write(json.dumps(r) + "\n")
             n += 1
     return n
-
-
-def best_so_far(values: np.ndarray, direction: str) -> np.ndarray:
-    return np.maximum.accumulate(values) if direction == "maximize" else np.minimum.accumulate(values)
 
 
 def temp_dir() -> Path:

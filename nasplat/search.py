@@ -250,7 +250,7 @@ def run_search(
         finally:
             beat.stop()
         evaluated_now += len(unique)
-        log(f"  {_completed(study)}/{want} trials ({evaluated_now} architectures evaluated in this run)")
+        log(f"  {_progress(study, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)")
     return SearchResult(
         study_name=run.study,
         storage_url=run.storage_url,
@@ -306,12 +306,6 @@ def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[in
         if key and key not in cache:
             cache[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     return done, running
-
-
-def _completed(study: optuna.Study) -> int:
-    import optuna
-
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _code_version() -> str:

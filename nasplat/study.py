@@ -42,18 +42,28 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with quiet_optuna():
-            beat: dict[str, Any] = {}
-            if heartbeat_s is not None:
-                beat = {
-                    "heartbeat_interval": heartbeat_s,
-                    "grace_period": grace_s or 3 * heartbeat_s,
-                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                }
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+    import time
+
+    for attempt in range(3):
+        try:
+            with quiet_optuna():
+                beat: dict[str, Any] = {}
+                if heartbeat_s is not None:
+                    beat = {
+                        "heartbeat_interval": heartbeat_s,
+                        "grace_period": grace_s or 3 * heartbeat_s,
+                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    }
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # two workers creating the schema of a new database at once: the loser finds it made on retry
+            racing = "already exists" in str(exc) or "duplicate key" in str(exc)
+            if not racing or attempt == 2:
+                raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+            time.sleep(0.5)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def normalise_url(url: str) -> str:

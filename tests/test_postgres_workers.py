@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 import yaml
 
@@ -43,8 +42,6 @@ def test_two_workers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postg
     path.write_text(yaml.safe_dump(run))
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "nasplat.cli", "search", str(path)]
-    # create the study first, so both workers join the same one
-    optuna.create_study(storage=postgres_url, study_name="probe", directions=["maximize"])
     workers = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
