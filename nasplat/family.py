@@ -69,6 +69,22 @@ class Family(ABC):
     def task(self, space: SearchSpace) -> Task:
         """Loss and metrics for this family's networks (classification for the image families)."""
 
+    def extremes(self, space: SearchSpace) -> tuple[Architecture, Architecture]:
+        """The (largest, smallest) architectures of ``space``, for the sandwich rule.
+
+        Default: the last and the first choice of every ordinal or integer dimension (declare them from small
+        to large). A space with categorical dimensions needs the family to override this.
+        """
+        unordered = [d.label for d in space.dimensions if not d.ordered]
+        if unordered:
+            raise NasplatError(
+                f"space '{space.name}': family '{self.name}' does not say which architectures are largest and "
+                f"smallest, and dimensions {unordered} are categorical (the sandwich rule needs Family.extremes)"
+            )
+        largest = space.make({d.label: d.choices[-1] for d in space.dimensions})
+        smallest = space.make({d.label: d.choices[0] for d in space.dimensions})
+        return largest, smallest
+
     def describe(self, space: SearchSpace, arch: Architecture) -> dict[str, object]:
         """A JSON-able description of ``arch`` in the family's own form (for dashboards and export)."""
         return {"string": self.to_string(space, arch), "choices": arch.as_dict()}

@@ -31,6 +31,19 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Every metric in ``metrics`` over the batches, in eval mode and without gradients."""
 
+    # in-place distillation (the sandwich rule): the largest path teaches the others on the same batch
+    def loss_and_output(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training loss and the output a student would be distilled towards (None: no distillation)."""
+        return self.loss(model, batch, generator), None
+
+    def distill_loss(
+        self, model: nn.Module, batch: Batch, teacher: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Loss of a student path against the teacher's (detached) output; default: the plain loss."""
+        return self.loss(model, batch, generator)
+
 
 class ClassificationTask(Task):
     """Cross-entropy training; top-1 accuracy (%) and mean loss reported."""
@@ -41,6 +54,19 @@ class ClassificationTask(Task):
     def loss(self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         x, y = batch[0], batch[1]
         return F.cross_entropy(model(x), y)
+
+    def loss_and_output(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = model(batch[0])
+        return F.cross_entropy(logits, batch[1]), logits
+
+    def distill_loss(
+        self, model: nn.Module, batch: Batch, teacher: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """KL divergence from the teacher's soft predictions (temperature 1), as in BigNAS's in-place distillation."""
+        log_p = F.log_softmax(model(batch[0]), dim=1)
+        return F.kl_div(log_p, F.log_softmax(teacher.detach(), dim=1), reduction="batchmean", log_target=True)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:

@@ -215,6 +215,17 @@ class CellFamily(Family):
     def task(self, space: SearchSpace) -> Task:
         return ClassificationTask()
 
+    def extremes(self, space: SearchSpace) -> tuple[Architecture, Architecture]:
+        """Largest: the heaviest op each edge allows (3x3 conv first); smallest: the lightest op that still
+        carries a signal (skip first; ``none`` only when an edge allows nothing else)."""
+        heavy = ["nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none"]
+        light = ["skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3", "none"]
+
+        def pick(order: list[str]) -> Architecture:
+            return space.make({d.label: min(d.choices, key=lambda op: order.index(str(op))) for d in space.dimensions})
+
+        return pick(heavy), pick(light)
+
     def layers(self, space: SearchSpace, arch: Architecture) -> list[LayerRecord]:
         """The stand-alone network at batch 1, named as its modules are (adds are named after their node).
 
