@@ -422,11 +422,14 @@ def export_bundle(
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
     onnx: bool = True,
     overwrite: bool = False,
+    extras: dict[str, str] | None = None,
 ) -> ExportResult:
     """Write the stand-alone bundle of ``arch`` (weights from ``supernet``) to ``out_dir``; see the module doc.
 
     ``example_input`` is one input batch (a tensor, or a tuple for multi-input networks) used to trace the
-    ONNX graph and to check that the bundle reproduces the supernet's output.
+    ONNX graph and to check that the bundle reproduces the supernet's output. ``extras`` maps further file
+    names to their text (a family's own scripts, e.g. a sampling script; see ``Family.bundle_extras``); they
+    may not replace the bundle's own files.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -493,6 +496,11 @@ def export_bundle(
             {"metrics": dict(metrics), "provenance": {**dict(provenance), "nasplat_version": __version__}},
         )
         (tmp / "load.py").write_text(LOAD_PY, encoding="utf-8")
+        for name, text in (extras or {}).items():
+            target = tmp / name
+            if target.exists() or Path(name).name != name or name in ("README.md", "model.onnx"):
+                raise NasplatError(f"bundle extra '{name}' must be a new plain file name inside the bundle")
+            target.write_text(text, encoding="utf-8")
 
         reloaded = _reload_bundle(tmp)
         with torch.no_grad():

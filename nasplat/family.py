@@ -85,6 +85,12 @@ class Family(ABC):
         smallest = space.make({d.label: d.choices[0] for d in space.dimensions})
         return largest, smallest
 
+    def bundle_extras(self, space: SearchSpace, arch: Architecture) -> dict[str, str]:
+        """Further files (name -> text) for an export bundle of ``arch``, e.g. a sampling script (default none).
+
+        They must run without nasplat, like ``load.py``."""
+        return {}
+
     def describe(self, space: SearchSpace, arch: Architecture) -> dict[str, object]:
         """A JSON-able description of ``arch`` in the family's own form (for dashboards and export)."""
         return {"string": self.to_string(space, arch), "choices": arch.as_dict()}

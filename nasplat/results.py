@@ -61,6 +61,8 @@ def export_trial(
     study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir: Path, *, overwrite: bool = False
 ) -> ExportResult:
     """Rebuild the supernet from the study's checkpoint, recalibrate BN for the trial's path, and export it."""
+    import torch
+
     from nasplat.data import DataSpec, load_splits
     from nasplat.export import export_bundle
     from nasplat.study import METRIC_PREFIX
@@ -83,14 +85,27 @@ def export_trial(
     arch = space.from_key(str(trial.user_attrs["arch_key"]))
     options = (run_spec.get("estimator") or {}).get("options") or {}
     calib_batches = int(options.get("calib_batches", 10))
-    with supernet.activate(arch):
-        recalibrate_bn(supernet, train.batches(data.batch_size, seed=data.seed, shuffle=True), calib_batches, arch=arch)
-    x, _ = next(val.batches(2, seed=0, shuffle=False))
+    task = space.family.task(space)
+    gen = torch.Generator().manual_seed(int(run_spec.get("seed", 0)))
+
+    def forward(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
+        return task.loss(model, batch, gen)
+
+    batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
+    recalibrate_bn(supernet, batches, calib_batches, arch=arch, forward=forward)
+    example = task.model_inputs(next(val.batches(2, seed=0, shuffle=False)))
     metrics = {k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     provenance = dict(trial.user_attrs.get("provenance") or {})
     provenance.update({"study": study.study_name, "trial": trial.number, "checkpoint": ckpt})
     return export_bundle(
-        supernet, arch, out_dir, metrics=metrics, provenance=provenance, example_input=x, overwrite=overwrite
+        supernet,
+        arch,
+        out_dir,
+        metrics=metrics,
+        provenance=provenance,
+        example_input=example,
+        overwrite=overwrite,
+        extras=space.family.bundle_extras(space, arch),
     )
 
 

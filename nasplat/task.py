@@ -31,6 +31,10 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Every metric in ``metrics`` over the batches, in eval mode and without gradients."""
 
+    def model_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The network's inputs built from a data batch (an example for export and tracing; default: the images)."""
+        return (batch[0],)
+
     # in-place distillation (the sandwich rule): the largest path teaches the others on the same batch
     def loss_and_output(
         self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None
