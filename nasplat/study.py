@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 STUDY_FORMAT = 1  # bumped when what nasplat writes into a study changes shape
 METRIC_PREFIX = "metric:"
+FINETUNE_PREFIX = "finetune:"  # trial and study attributes written by `nasplat finetune`
+METRIC_SOURCES = ("inherited", "finetuned")
 
 
 def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | None = None) -> Any:
@@ -217,6 +219,9 @@ def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) 
         for k, v in t.user_attrs.items():
             if k.startswith(METRIC_PREFIX) and k[len(METRIC_PREFIX) :] not in row:
                 row[k[len(METRIC_PREFIX) :]] = v
+        for k, v in t.user_attrs.items():  # stand-alone (fine-tuned) numbers, next to the inherited ones
+            if k.startswith(FINETUNE_PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                row[k] = float(v)
         row["arch"] = t.user_attrs.get("arch_string")
         row["arch_key"] = t.user_attrs.get("arch_key")
         for k, v in t.params.items():
@@ -230,17 +235,28 @@ def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) 
     return pd.DataFrame(rows)
 
 
-def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) -> tuple[pd.DataFrame, float | None]:
+def pareto_frame(
+    study: optuna.Study, reference: Sequence[float] | None = None, *, by: str = "inherited"
+) -> tuple[pd.DataFrame, float | None]:
     """The non-dominated feasible trials (one per architecture, sorted by the first objective) and hypervolume.
+
+    ``by="inherited"`` ranks by the values the search recorded (accuracy inherited from the supernet);
+    ``by="finetuned"`` ranks only the fine-tuned trials (see :mod:`nasplat.finetune`), with each objective that
+    has a stand-alone value (``finetune:<metric>``) replaced by it; the search's value is kept in the column
+    ``inherited:<metric>``.
 
     The hypervolume needs a reference point; without one, the study's ``reference_point`` attribute is used
     if set, else none is computed.
     """
     from nasplat.pareto import hypervolume, non_dominated_mask
 
+    if by not in METRIC_SOURCES:
+        raise NasplatError(f"unknown metric source '{by}'; allowed: {', '.join(METRIC_SOURCES)}")
     frame = trials_frame(study)
     names = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
+    if by == "finetuned":
+        frame = finetuned_frame(study, frame, names)
     if frame.empty:
         return frame, None
     frame = frame[frame["feasible"]].reset_index(drop=True)  # infeasible trials are never on the front
@@ -253,6 +269,63 @@ def pareto_frame(study: optuna.Study, reference: Sequence[float] | None = None) 
     if ref is not None:
         hv = hypervolume(front[names].to_numpy(dtype=float), list(ref), directions)
     return front, hv
+
+
+def finetuned_frame(study: optuna.Study, frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The fine-tuned rows of a trials frame, objectives replaced by their stand-alone values where measured."""
+    replaced = [n for n in names if f"{FINETUNE_PREFIX}{n}" in frame]
+    if frame.empty or not replaced:
+        raise NasplatError(
+            f"study '{study.study_name}' has no fine-tuned trial with a stand-alone value of "
+            f"{' or '.join(names)}; run 'nasplat finetune' first"
+        )
+    frame = frame[frame[[f"{FINETUNE_PREFIX}{n}" for n in replaced]].notna().all(axis=1)].copy()
+    for n in replaced:
+        frame[f"inherited:{n}"] = frame[n]
+        frame[n] = frame[f"{FINETUNE_PREFIX}{n}"]
+    return frame.reset_index(drop=True)
+
+
+def set_finished_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, Any]) -> None:
+    """Set user attributes on a finished trial of ``study`` (one transaction), e.g. results measured later.
+
+    Optuna's API refuses to change finished trials (``UpdateFinishedTrialError``), so this writes the rows of
+    its ``trial_user_attributes`` table directly, JSON-encoded as Optuna does. Only RDB storages (every
+    storage nasplat opens) are supported. Optuna caches finished trials per process: load the study again
+    to read the new values.
+    """
+    import json
+
+    import sqlalchemy
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        raise NasplatError("results can only be added to finished trials of an SQL storage (sqlite://, postgresql://)")
+    with engine.begin() as conn:
+        row = conn.execute(
+            sqlalchemy.text("SELECT trial_id, state FROM trials WHERE study_id = :sid AND number = :n"),
+            {"sid": study._study_id, "n": number},
+        ).first()
+        if row is None:
+            raise NasplatError(f"study '{study.study_name}' has no trial {number}")
+        trial_id = row[0]
+        for key, value in attrs.items():
+            text = json.dumps(value)
+            updated = conn.execute(
+                sqlalchemy.text(
+                    "UPDATE trial_user_attributes SET value_json = :v WHERE trial_id = :tid AND key = :k"
+                ),
+                {"v": text, "tid": trial_id, "k": key},
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    sqlalchemy.text(
+                        "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (:tid, :k, :v)"
+                    ),
+                    {"v": text, "tid": trial_id, "k": key},
+                )
 
 
 def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:

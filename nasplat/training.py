@@ -27,9 +27,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from nasplat.task import Batch, Task
 
 CHECKPOINT_FORMAT = 1
-_SEED_TAG_DATA, _SEED_TAG_PATHS, _SEED_TAG_TASK = 0, 1, 2
+_SEED_TAG_DATA, _SEED_TAG_PATHS, _SEED_TAG_TASK, _SEED_TAG_PROGRESS = 0, 1, 2, 3
 
 
 class TrainSettings(BaseModel):
@@ -63,6 +64,15 @@ class TrainSettings(BaseModel):
     nesterov: bool = True
     warmup_epochs: float = Field(default=0.0, ge=0)
     strategy: str = "uniform"
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
+    lr_scaling: Literal["linear", "none"] = Field(
+        default="linear", description="linear: lr (set for one worker) times the number of workers"
+    )
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16: autocast forward passes")
+    progress_subnets: int = Field(
+        default=0, ge=0, description="random subnets evaluated after each epoch (needs validation data)"
+    )
+    progress_images: int = Field(default=512, ge=1, description="validation images per progress evaluation")
     seed: int = 0
     augment: bool = Field(default=False, description="random crop + flip of training batches (32×32 colour)")
     grad_clip_norm: float | None = Field(default=None, gt=0)
@@ -79,7 +89,7 @@ class TrainSettings(BaseModel):
 
 
 # Settings that may change between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = frozenset({"checkpoint_every_epochs"})
+_RESUMABLE_CHANGES = frozenset({"checkpoint_every_epochs", "progress_subnets", "progress_images"})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -89,17 +99,28 @@ _RESUMABLE_CHANGES = frozenset({"checkpoint_every_epochs"})
 class SamplingStrategy:
     """Which paths of the supernet are trained on a step (their losses are averaged).
 
-    Strategies are registered with ``registry.register("strategy", NAME)`` and built as ``cls(space)``. A
-    strategy that keeps state between steps (e.g. fair sampling's permutation) must return it from
-    ``state_dict`` (JSON-able) and take it back in ``load_state_dict`` so that resumed runs are exact.
+    Strategies are registered with ``registry.register("strategy", NAME)`` and built as
+    ``cls(space, **options)`` (options from ``TrainSettings.strategy_options``). :meth:`setup` hands them the
+    supernet and task before training starts. ``distill = True`` makes the first path of every step the
+    teacher of the others (in-place distillation through ``Task.distill_loss``). A strategy that keeps state
+    between steps must return it from ``state_dict`` (JSON-able) and take it back in ``load_state_dict`` so
+    that resumed runs are exact.
     """
 
     name: ClassVar[str] = ""
+    distill: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
+        self.supernet: Supernet | None = None
+        self.task: Task | None = None
 
-    def paths(self, space: SearchSpace, rng: np.random.Generator, step: int) -> list[Architecture]:
+    def setup(self, supernet: Supernet, task: Task) -> None:
+        self.supernet, self.task = supernet, task
+
+    def paths(
+        self, space: SearchSpace, rng: np.random.Generator, step: int, batch: Batch | None = None
+    ) -> list[Architecture]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -115,13 +136,137 @@ class UniformStrategy(SamplingStrategy):
 
     name: ClassVar[str] = "uniform"
 
-    def paths(self, space: SearchSpace, rng: np.random.Generator, step: int) -> list[Architecture]:
+    def paths(
+        self, space: SearchSpace, rng: np.random.Generator, step: int, batch: Batch | None = None
+    ) -> list[Architecture]:
         return [space.sample(rng)]
 
 
-def make_strategy(name: str, space: SearchSpace) -> SamplingStrategy:
+@registry.register("strategy", "sandwich")
+class SandwichStrategy(SamplingStrategy):
+    """The sandwich rule (BigNAS): the largest, the smallest and ``n_random`` random paths every step; the
+    largest learns from the labels and teaches the others (in-place distillation). Largest and smallest come
+    from the family (``Family.extremes``)."""
+
+    name: ClassVar[str] = "sandwich"
+    distill: ClassVar[bool] = True
+
+    def __init__(self, space: SearchSpace, n_random: int = 2) -> None:
+        super().__init__(space)
+        if n_random < 0:
+            raise NasplatError(f"strategy 'sandwich': n_random must be >= 0, got {n_random}")
+        self.n_random = int(n_random)
+        self.largest, self.smallest = space.family.extremes(space)
+
+    def paths(
+        self, space: SearchSpace, rng: np.random.Generator, step: int, batch: Batch | None = None
+    ) -> list[Architecture]:
+        return [self.largest, self.smallest, *(space.sample(rng) for _ in range(self.n_random))]
+
+
+@registry.register("strategy", "fair")
+class FairStrategy(SamplingStrategy):
+    """Fair sampling (FairNAS): every step trains K paths such that each choice of every dimension is used
+    exactly once (K = the largest choice count; dimensions with fewer choices repeat theirs in a shuffled
+    cycle). A path that breaks a space constraint is replaced by a random valid one."""
+
+    name: ClassVar[str] = "fair"
+
+    def paths(
+        self, space: SearchSpace, rng: np.random.Generator, step: int, batch: Batch | None = None
+    ) -> list[Architecture]:
+        k = max(len(d.choices) for d in space.dimensions)
+        columns = []
+        for d in space.dimensions:
+            n = len(d.choices)
+            order = np.concatenate([rng.permutation(n) for _ in range(-(-k // n))])[:k]
+            columns.append([d.choices[int(i)] for i in order])
+        out = []
+        for i in range(k):
+            choices = {d.label: col[i] for d, col in zip(space.dimensions, columns)}
+            out.append(space.make(choices) if space.satisfies(choices) else space.sample(rng))
+        return out
+
+
+@registry.register("strategy", "attentive")
+class AttentiveStrategy(SamplingStrategy):
+    """Pareto-aware sampling (after AttentiveNAS): each step draws ``candidates`` random paths, scores them by a
+    cost model's ``metric`` and by their loss on the step's batch (no gradients), and trains ``train_paths`` of
+    those on the current (cost, loss) front, so training favours subnets near the accuracy/cost front. With
+    ``with_extremes`` the family's largest and smallest paths are trained too (sandwich-style, no distillation
+    unless ``distill`` is set)."""
+
+    name: ClassVar[str] = "attentive"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        cost_model: str = "analytical",
+        metric: str = "macs",
+        device: str | None = None,
+        candidates: int = 4,
+        train_paths: int = 1,
+        with_extremes: bool = False,
+    ) -> None:
+        super().__init__(space)
+        if candidates < 1 or train_paths < 1:
+            raise NasplatError("strategy 'attentive': candidates and train_paths must be >= 1")
+        model = registry.get("cost_model", cost_model)()
+        model.check_device(device)
+        if metric not in model.metrics:
+            raise NasplatError(
+                f"strategy 'attentive': cost model '{cost_model}' has no metric '{metric}'; it has {list(model.metrics)}"
+            )
+        self.cost_model, self.metric, self.device = model, metric, device
+        self.candidates, self.train_paths, self.with_extremes = int(candidates), int(train_paths), bool(with_extremes)
+        self._costs: dict[str, float] = {}
+        self.extremes = space.family.extremes(space) if with_extremes else ()
+
+    def cost(self, arch: Architecture) -> float:
+        if arch.key not in self._costs:
+            self._costs[arch.key] = float(self.cost_model.estimate(self.space, arch, self.device)[self.metric])
+        return self._costs[arch.key]
+
+    def paths(
+        self, space: SearchSpace, rng: np.random.Generator, step: int, batch: Batch | None = None
+    ) -> list[Architecture]:
+        if self.supernet is None or self.task is None or batch is None:
+            raise NasplatError("strategy 'attentive' needs setup(supernet, task) and the step's batch")
+        pool = list({a.key: a for a in (space.sample(rng) for _ in range(self.candidates))}.values())
+        scores = []
+        with torch.no_grad(), _frozen_bn(self.supernet):
+            for arch in pool:
+                with self.supernet.activate(arch):
+                    scores.append((self.cost(arch), float(self.task.loss(self.supernet, batch, None))))
+        front = [
+            a
+            for a, (c, v) in zip(pool, scores)
+            if not any(c2 <= c and v2 <= v and (c2, v2) != (c, v) for c2, v2 in scores)
+        ]
+        picked = [front[int(i)] for i in rng.permutation(len(front))[: self.train_paths]]
+        return [*self.extremes, *picked]
+
+
+@contextmanager
+def _frozen_bn(model: nn.Module) -> Iterator[None]:
+    """Score paths without moving BatchNorm running statistics (train-mode normalisation, buffers restored)."""
+    bns = _batch_norms([model])
+    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for bn, state in zip(bns, saved):
+                for k, v in state.items():
+                    getattr(bn, k).copy_(v)
+
+
+def make_strategy(name: str, space: SearchSpace, options: dict[str, Any] | None = None) -> SamplingStrategy:
     cls = registry.get("strategy", name)
-    strategy = cls(space)
+    try:
+        strategy = cls(space, **(options or {}))
+    except TypeError as exc:
+        raise NasplatError(f"strategy '{name}': bad options ({exc})") from None
     if not isinstance(strategy, SamplingStrategy):
         raise NasplatError(f"strategy '{name}' is not a SamplingStrategy")
     return strategy
@@ -287,6 +432,244 @@ def _progress_bar(enabled: bool) -> Any:
     )
 
 
+class PathsLoss(nn.Module):
+    """One training step's loss over several paths as a single forward pass.
+
+    Wrapping the step in one module call is what lets DistributedDataParallel (one forward per backward) train
+    several paths per step, and lets it synchronise the gradients of weights a worker's paths did not touch
+    (``find_unused_parameters``: they count as zero on that worker). With ``distill`` the first path's output
+    teaches the others.
+    """
+
+    def __init__(self, supernet: Supernet, task: Task) -> None:
+        super().__init__()
+        self.supernet = supernet
+        self.task = task
+
+    def forward(  # type: ignore[override]
+        self, batch: Batch, archs: list[Architecture], generator: torch.Generator | None, distill: bool
+    ) -> tuple[torch.Tensor, list[float]]:
+        total: torch.Tensor | None = None
+        teacher: torch.Tensor | None = None
+        losses: list[float] = []
+        for i, arch in enumerate(archs):
+            with self.supernet.activate(arch):
+                if distill and i == 0:
+                    loss, out = self.task.loss_and_output(self.supernet, batch, generator)
+                    teacher = None if out is None else out.detach()
+                elif distill and teacher is not None:
+                    loss = self.task.distill_loss(self.supernet, batch, teacher, generator)
+                else:
+                    loss = self.task.loss(self.supernet, batch, generator)
+            losses.append(float(loss.detach()))
+            total = loss if total is None else total + loss
+        assert total is not None
+        return total / len(archs), losses
+
+
+class SupernetTrainer:
+    """The training state of one process (one worker of ``world`` when distributed) and its epoch loop.
+
+    Used as is by :func:`train_supernet` (one process) and by every Ray Train worker
+    (:mod:`nasplat.distributed_train`), so both train, checkpoint and resume the same way. Worker ``rank`` reads
+    its own slice of every global batch (``batch_size`` images per worker) and samples its own paths from a
+    generator seeded by ``(seed, rank)``; the learning rate is scaled by ``world`` under ``lr_scaling: linear``.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        task: Task,
+        train_data: ArrayDataset,
+        settings: TrainSettings,
+        *,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.supernet, self.task, self.data, self.settings = supernet, task, train_data, settings
+        self.rank, self.world = rank, world
+        self.space = supernet.space
+        self.strategy = make_strategy(settings.strategy, self.space, settings.strategy_options)
+        self.strategy.setup(supernet, task)
+        global_batch = settings.batch_size * world
+        steps = len(train_data) // global_batch
+        if steps == 0:
+            raise NasplatError(
+                f"dataset '{train_data.name}' has {len(train_data)} images, fewer than one global batch of "
+                f"{global_batch} ({settings.batch_size} x {world} workers)"
+            )
+        if settings.max_steps_per_epoch is not None:
+            steps = min(steps, settings.max_steps_per_epoch)
+        self.steps_per_epoch = steps
+        if settings.augment:
+            from nasplat.data import check_augmentable
+
+            check_augmentable(train_data)
+        self.optimizer = _make_optimizer(supernet, settings)
+        self.lr_scale = float(world) if settings.lr_scaling == "linear" else 1.0
+        # rank 0 of a distributed run draws the same paths as a single-process run of the same seed
+        self.path_rng = np.random.default_rng(derive_seed(settings.seed, _SEED_TAG_PATHS, rank))
+        self.epochs_done, self.step = 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.data_info = {"name": train_data.name, "n_images": len(train_data)}
+
+    # state ---------------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epochs_done": self.epochs_done,
+            "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "path_rng": self.path_rng.bit_generator.state,
+            "strategy_state": self.strategy.state_dict(),
+            "settings": _settings_json(self.settings),
+            "space_name": self.space.name,
+            "space_hash": self.space.hash,
+            "data": self.data_info,
+            "world": self.world,
+            "history": self.history,
+        }
+
+    def restore(self, checkpoint: Path) -> None:
+        """Continue from ``checkpoint`` (same space, data, settings and worker count)."""
+        state = _read_state(checkpoint)
+        _check_space(state, self.space, checkpoint)
+        saved = state.get("settings", {})
+        now = _settings_json(self.settings)
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise NasplatError(f"{checkpoint}: cannot resume with different settings ({diffs}); use a new run folder")
+        if state.get("data") != self.data_info:
+            raise NasplatError(
+                f"{checkpoint}: trained on {state.get('data')}, not {self.data_info}; use a new run folder"
+            )
+        if int(state.get("world", 1)) != self.world:
+            raise NasplatError(
+                f"{checkpoint}: trained on {state.get('world', 1)} worker(s), not {self.world}; resume with the same "
+                "number of workers or use a new run folder"
+            )
+        _load_weights(self.supernet, checkpoint)
+        try:
+            opt_state = torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu")
+            self.optimizer.load_state_dict(opt_state)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise NasplatError(f"{checkpoint / 'optimizer.pt'}: cannot restore optimizer ({exc})") from None
+        rng_state = state["path_rng"]
+        if self.rank != 0:  # every worker's own generator, saved by rank 0 in "worker_rngs"
+            rng_state = state.get("worker_rngs", {}).get(str(self.rank), rng_state)
+        self.path_rng.bit_generator.state = rng_state
+        self.strategy.load_state_dict(state.get("strategy_state", {}))
+        self.epochs_done, self.step = int(state["epochs_done"]), int(state["steps"])
+        self.history = [dict(h) for h in state.get("history", [])]
+
+    def save(self, run_dir: Path, extra_state: dict[str, Any] | None = None) -> Path:
+        return _write_checkpoint(
+            run_dir, self.epochs_done, self.supernet, self.optimizer, {**self.state(), **(extra_state or {})}
+        )
+
+    def should_checkpoint(self) -> bool:
+        done = self.epochs_done
+        return done % self.settings.checkpoint_every_epochs == 0 or done == self.settings.epochs
+
+    # training ------------------------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This worker's slices of epoch ``epoch``'s global batches (the same shuffle on every worker)."""
+        s = self.settings
+        per = s.batch_size
+        for x, y in self.data.batches(
+            per * self.world,
+            seed=derive_seed(s.seed, _SEED_TAG_DATA, epoch),
+            shuffle=True,
+            augment=s.augment,
+            drop_last=True,
+        ):
+            yield x[self.rank * per : (self.rank + 1) * per], y[self.rank * per : (self.rank + 1) * per]
+
+    def run_epoch(
+        self,
+        step_module: nn.Module,
+        *,
+        device: torch.device | None = None,
+        on_step: Callable[[int, float, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Train one epoch through ``step_module`` (a :class:`PathsLoss`, or DDP around one); return its record."""
+        s = self.settings
+        epoch = self.epochs_done
+        params = [p for p in self.supernet.parameters() if p.requires_grad]
+        autocast_device = (device or torch.device("cpu")).type
+        t0 = time.perf_counter()
+        loss_sum, n_steps, n_images, n_paths = 0.0, 0, 0, 0
+        self.supernet.train()
+        for x_cpu, y_cpu in self.epoch_batches(epoch):
+            if n_steps >= self.steps_per_epoch:
+                break
+            batch: Batch = (x_cpu, y_cpu)
+            if device is not None and device.type != "cpu":
+                batch = (x_cpu.to(device, non_blocking=True), y_cpu.to(device, non_blocking=True))
+            lr = lr_at(s, self.step, self.steps_per_epoch) * self.lr_scale
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            archs = self.strategy.paths(self.space, self.path_rng, self.step, batch)
+            gen = torch.Generator().manual_seed(derive_seed(s.seed, _SEED_TAG_TASK, self.step * 1_000 + self.rank))
+            with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                loss, path_losses = step_module(batch, archs, gen, self.strategy.distill)
+            if not torch.isfinite(loss):
+                raise NasplatError(f"training diverged: loss {float(loss)} at epoch {epoch + 1}, step {self.step}")
+            loss.backward()
+            if s.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip_norm)
+            self.optimizer.step()
+            self.step += 1
+            n_steps += 1
+            n_paths += len(archs)
+            n_images += int(batch[0].shape[0])
+            loss_sum += sum(path_losses) / len(path_losses)
+            if on_step is not None:
+                on_step(n_steps, loss_sum / n_steps, n_steps / max(time.perf_counter() - t0, 1e-9))
+        seconds = time.perf_counter() - t0
+        self.epochs_done = epoch + 1
+        return {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(n_steps, 1),
+            "seconds": seconds,
+            "images_per_s": n_images / max(seconds, 1e-9),
+            "paths_per_step": n_paths / max(n_steps, 1),
+            "steps": n_steps,
+            "lr": lr_at(s, self.step - 1, self.steps_per_epoch) * self.lr_scale,
+        }
+
+    def progress_eval(self, eval_data: ArrayDataset | None) -> dict[str, float]:
+        """Mean metrics of ``progress_subnets`` fixed random subnets (BN recalibrated) on a validation slice."""
+        s = self.settings
+        if eval_data is None or s.progress_subnets == 0:
+            return {}
+        rng = np.random.default_rng(derive_seed(s.seed, _SEED_TAG_PROGRESS))
+        archs = [self.space.sample(rng) for _ in range(s.progress_subnets)]
+        subset = eval_data.subset(range(min(s.progress_images, len(eval_data))))
+        rows = [
+            evaluate_subnet(
+                self.supernet, a, self.task, subset, self.data, batch_size=256, calib_batches=4, seed=s.seed
+            )
+            for a in archs
+        ]
+        self.supernet.train()
+        return {f"subnet_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def progress_line(settings: TrainSettings, record: dict[str, Any]) -> str:
+    """One line per epoch: loss, sampled-subnet metrics (when measured) and throughput."""
+    extra = "".join(f" · {k.removeprefix('subnet_')} {v:.2f}" for k, v in record.items() if k.startswith("subnet_"))
+    workers = record.get("workers", 1)
+    return (
+        f"epoch {record['epoch']}/{settings.epochs} · loss {record['loss']:.4f}{extra} · "
+        f"{record['images_per_s']:.0f} img/s"
+        + (f" on {workers} workers" if workers != 1 else "")
+        + f" · {record['seconds']:.1f} s"
+    )
+
+
 def train_supernet(
     supernet: Supernet,
     task: Task,
@@ -296,132 +679,47 @@ def train_supernet(
     *,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    eval_data: ArrayDataset | None = None,
 ) -> TrainResult:
-    """Train ``supernet`` on ``train_data``, checkpointing into ``run_dir``; resume if it holds a checkpoint.
+    """Train ``supernet`` on ``train_data`` in this process, checkpointing into ``run_dir``; resume if it holds
+    a checkpoint.
 
-    Resuming needs the same space (hash), dataset size and settings (only ``checkpoint_every_epochs`` may
-    change); the run then continues after the latest checkpoint's epoch and ends with the same weights as an
-    uninterrupted run. ``on_epoch`` gets each epoch's record (epoch, loss, seconds, images_per_s, steps, lr).
+    Resuming needs the same space (hash), dataset size and settings (only ``checkpoint_every_epochs`` and the
+    progress options may change); the run then continues after the latest checkpoint's epoch and ends with the
+    same weights as an uninterrupted run. ``on_epoch`` gets each epoch's record (epoch, loss, seconds,
+    images_per_s, steps, lr and, with ``eval_data`` and ``progress_subnets``, ``subnet_<metric>``).
+    For several workers or machines, see :func:`nasplat.distributed_train.train_supernet_ray`.
     """
     run_dir = Path(run_dir)
-    space = supernet.space
-    strategy = make_strategy(settings.strategy, space)
-    steps_per_epoch = train_data.num_batches(settings.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise NasplatError(
-            f"dataset '{train_data.name}' has {len(train_data)} images, fewer than one batch of {settings.batch_size}"
-        )
-    if settings.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, settings.max_steps_per_epoch)
-    if settings.augment:
-        from nasplat.data import check_augmentable
-
-        check_augmentable(train_data)
-
-    optimizer = _make_optimizer(supernet, settings)
-    path_rng = np.random.default_rng(derive_seed(settings.seed, _SEED_TAG_PATHS))
-    history: list[dict[str, Any]] = []
-    start_epoch, step = 0, 0
+    trainer = SupernetTrainer(supernet, task, train_data, settings)
     checkpoint: Path | None = None
-    data_info = {"name": train_data.name, "n_images": len(train_data)}
-
     if (_checkpoints_dir(run_dir) / "latest").is_file():
         checkpoint = resolve_checkpoint(run_dir)
-        state = _read_state(checkpoint)
-        _check_space(state, space, checkpoint)
-        saved = state.get("settings", {})
-        now = _settings_json(settings)
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
-        if changed:
-            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            raise NasplatError(f"{checkpoint}: cannot resume with different settings ({diffs}); use a new run folder")
-        if state.get("data") != data_info:
-            raise NasplatError(f"{checkpoint}: trained on {state.get('data')}, not {data_info}; use a new run folder")
-        _load_weights(supernet, checkpoint)
-        try:
-            optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            raise NasplatError(f"{checkpoint / 'optimizer.pt'}: cannot restore optimizer ({exc})") from None
-        path_rng.bit_generator.state = state["path_rng"]
-        strategy.load_state_dict(state.get("strategy_state", {}))
-        start_epoch, step = int(state["epochs_done"]), int(state["steps"])
-        history = [dict(h) for h in state.get("history", [])]
-
-    params = [p for p in supernet.parameters() if p.requires_grad]
-    supernet.train()
+        trainer.restore(checkpoint)
+    step_module = PathsLoss(supernet, task)
     with _progress_bar(progress) as bar:
-        for epoch in range(start_epoch, settings.epochs):
-            t0 = time.perf_counter()
-            loss_sum, n_steps, n_images = 0.0, 0, 0
-            task_id = None
+        while trainer.epochs_done < settings.epochs:
+            on_step = None
             if bar is not None:
                 task_id = bar.add_task(
-                    f"epoch {epoch + 1}/{settings.epochs}", total=steps_per_epoch, loss=0.0, rate=0.0
+                    f"epoch {trainer.epochs_done + 1}/{settings.epochs}",
+                    total=trainer.steps_per_epoch,
+                    loss=0.0,
+                    rate=0.0,
                 )
-            batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = train_data.batches(
-                settings.batch_size,
-                seed=derive_seed(settings.seed, _SEED_TAG_DATA, epoch),
-                shuffle=True,
-                augment=settings.augment,
-                drop_last=True,
-            )
-            for batch in batches:
-                if n_steps >= steps_per_epoch:
-                    break
-                lr = lr_at(settings, step, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                archs = strategy.paths(space, path_rng, step)
-                gen = torch.Generator().manual_seed(derive_seed(settings.seed, _SEED_TAG_TASK, step))
-                step_loss = 0.0
-                for arch in archs:
-                    with supernet.activate(arch):
-                        loss = task.loss(supernet, batch, gen)
-                    if not torch.isfinite(loss):
-                        raise NasplatError(f"training diverged: loss {float(loss)} at epoch {epoch + 1}, step {step}")
-                    (loss / len(archs)).backward()
-                    step_loss += float(loss.detach()) / len(archs)
-                if settings.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip_norm)
-                optimizer.step()
-                step += 1
-                n_steps += 1
-                n_images += int(batch[0].shape[0])
-                loss_sum += step_loss
-                if bar is not None:
-                    elapsed = time.perf_counter() - t0
-                    bar.update(task_id, advance=1, loss=loss_sum / n_steps, rate=n_steps / max(elapsed, 1e-9))
-            seconds = time.perf_counter() - t0
-            record = {
-                "epoch": epoch + 1,
-                "loss": loss_sum / max(n_steps, 1),
-                "seconds": seconds,
-                "images_per_s": n_images / max(seconds, 1e-9),
-                "steps": n_steps,
-                "lr": lr_at(settings, step - 1, steps_per_epoch),
-            }
-            history.append(record)
-            done = epoch + 1
-            if done % settings.checkpoint_every_epochs == 0 or done == settings.epochs:
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "epochs_done": done,
-                    "steps": step,
-                    "steps_per_epoch": steps_per_epoch,
-                    "path_rng": path_rng.bit_generator.state,
-                    "strategy_state": strategy.state_dict(),
-                    "settings": _settings_json(settings),
-                    "space_name": space.name,
-                    "space_hash": space.hash,
-                    "data": data_info,
-                    "history": history,
-                }
-                checkpoint = _write_checkpoint(run_dir, done, supernet, optimizer, state)
+
+                def on_step(n: int, loss: float, rate: float, _id: Any = task_id) -> None:
+                    bar.update(_id, completed=n, loss=loss, rate=rate)
+
+            record = trainer.run_epoch(step_module, on_step=on_step)
+            record.update(trainer.progress_eval(eval_data))
+            trainer.history.append(record)
+            if trainer.should_checkpoint():
+                checkpoint = trainer.save(run_dir)
             if on_epoch is not None:
                 on_epoch(dict(record))
     assert checkpoint is not None  # the last epoch always checkpoints
-    return TrainResult(epochs_done=settings.epochs, checkpoint=checkpoint, history=tuple(history))
+    return TrainResult(epochs_done=settings.epochs, checkpoint=checkpoint, history=tuple(trainer.history))
 
 
 # --------------------------------------------------------------------------------------------------------------
