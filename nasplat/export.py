@@ -19,7 +19,8 @@ reproduce PyTorch's output on ``example_input`` (and on a different batch size w
 ``atol=1e-4``, or the export fails.
 
 Before anything is moved into place the bundle is loaded back through its own ``load.py`` and its output
-compared with the supernet's on ``example_input``. The folder is written to a temporary sibling and renamed,
+compared with the supernet's on ``example_input`` (:func:`export_bundle`), or with the given module's when a
+stand-alone module trained on its own, e.g. a fine-tuned finalist, is exported (:func:`export_module`). The folder is written to a temporary sibling and renamed,
 so a failed export leaves nothing behind, and an existing non-empty folder is only replaced with
 ``overwrite=True``, and only when it is itself a bundle (holds ``arch.json``): a mistyped path never deletes
 unrelated files. Non-finite metric values are written as ``null``.
@@ -53,6 +54,7 @@ from nasplat.errors import NasplatError
 
 if TYPE_CHECKING:
     from nasplat.architecture import Architecture
+    from nasplat.space import SearchSpace
     from nasplat.supernet import Supernet
 
 #: Absolute tolerance for every output comparison (bundle reload, ONNX vs PyTorch).
@@ -432,29 +434,13 @@ def export_bundle(
     may not replace the bundle's own files.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NasplatError(f"export target {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise NasplatError(f"export target {out} exists and is not empty; pass overwrite=True to replace it")
-        if not (out / "arch.json").is_file():
-            raise NasplatError(
-                f"export target {out} is not empty and not an export bundle (no arch.json): refusing to replace it"
-            )
+    _check_target(out, overwrite)
     space = supernet.space
     space.validate(arch)
     inputs = _as_inputs(example_input)
 
     module = supernet.extract(arch).cpu().eval()
-    try:
-        source_file = inspect.getsourcefile(type(module))
-    except (TypeError, OSError):
-        source_file = None
-    if source_file is None:
-        raise NasplatError(f"cannot find the source file of {type(module).__name__}")
-    source = check_standalone_source(Path(source_file))
-    config = _module_config(module)
-
+    _module_source(module)  # the contract first: a module that cannot ship is refused before anything runs
     device = next((p.device for p in supernet.parameters()), torch.device("cpu"))
     with torch.no_grad(), _eval_mode(supernet), supernet.activate(arch):
         reference = [t.cpu() for t in _flat_outputs(supernet(*(t.to(device) for t in inputs)))]
@@ -465,7 +451,85 @@ def export_bundle(
         raise NasplatError(
             f"the extracted module's output differs from the supernet's (max abs difference {diff:.3g} > {ATOL})"
         )
+    return _write_bundle(
+        module, space, arch, out, reference, inputs, "supernet",
+        metrics=metrics, provenance=provenance, onnx=onnx, extras=extras,
+    )  # fmt: skip
 
+
+def export_module(
+    module: nn.Module,
+    space: SearchSpace,
+    arch: Architecture,
+    out_dir: str | Path,
+    *,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
+    onnx: bool = True,
+    overwrite: bool = False,
+    extras: dict[str, str] | None = None,
+) -> ExportResult:
+    """Write the bundle of a stand-alone module of ``arch`` that was trained on its own (e.g. fine-tuned).
+
+    Same bundle and checks as :func:`export_bundle`, except that the reference output the reloaded bundle
+    (and the ONNX graph) must reproduce is ``module``'s own, in eval mode: its weights, not the supernet's,
+    are what ships. ``module`` must follow the stand-alone module contract (``nasplat_config``, a
+    ``build_model`` source file).
+    """
+    out = Path(out_dir)
+    _check_target(out, overwrite)
+    space.validate(arch)
+    inputs = _as_inputs(example_input)
+    module = module.cpu().eval()
+    _module_source(module)
+    with torch.no_grad():
+        reference = [t.cpu() for t in _flat_outputs(module(*inputs))]
+    return _write_bundle(
+        module, space, arch, out, reference, inputs, "module",
+        metrics=metrics, provenance=provenance, onnx=onnx, extras=extras,
+    )  # fmt: skip
+
+
+def _module_source(module: nn.Module) -> tuple[str, dict[str, Any]]:
+    """The checked source file and the config of a stand-alone module (see the contract)."""
+    try:
+        source_file = inspect.getsourcefile(type(module))
+    except (TypeError, OSError):
+        source_file = None
+    if source_file is None:
+        raise NasplatError(f"cannot find the source file of {type(module).__name__}")
+    return check_standalone_source(Path(source_file)), _module_config(module)
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NasplatError(f"export target {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise NasplatError(f"export target {out} exists and is not empty; pass overwrite=True to replace it")
+        if not (out / "arch.json").is_file():
+            raise NasplatError(
+                f"export target {out} is not empty and not an export bundle (no arch.json): refusing to replace it"
+            )
+
+
+def _write_bundle(
+    module: nn.Module,
+    space: SearchSpace,
+    arch: Architecture,
+    out: Path,
+    reference: list[torch.Tensor],
+    inputs: tuple[torch.Tensor, ...],
+    reference_name: str,
+    *,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+    onnx: bool,
+    extras: dict[str, str] | None,
+) -> ExportResult:
+    """Write, check (reload against ``reference``, ONNX) and move the bundle of ``module`` into ``out``."""
+    source, config = _module_source(module)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -507,7 +571,7 @@ def export_bundle(
             diff = _max_abs_diff(reference, _flat_outputs(reloaded(*inputs)))
         if not diff <= ATOL:
             raise NasplatError(
-                f"the bundle's model (load.py) does not reproduce the supernet's output "
+                f"the bundle's model (load.py) does not reproduce the {reference_name}'s output "
                 f"(max abs difference {diff:.3g} > {ATOL})"
             )
 

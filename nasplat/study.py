@@ -314,9 +314,7 @@ def set_finished_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, 
         for key, value in attrs.items():
             text = json.dumps(value)
             updated = conn.execute(
-                sqlalchemy.text(
-                    "UPDATE trial_user_attributes SET value_json = :v WHERE trial_id = :tid AND key = :k"
-                ),
+                sqlalchemy.text("UPDATE trial_user_attributes SET value_json = :v WHERE trial_id = :tid AND key = :k"),
                 {"v": text, "tid": trial_id, "k": key},
             )
             if updated.rowcount == 0:
