@@ -128,14 +128,33 @@ def search(
 
 
 @app.command("train-supernet")
-def train_supernet_cmd(run_file: Annotated[Path, typer.Argument(help="run file (YAML)")]) -> None:
-    """Train (or resume training) the run file's supernet, in one process."""
+def train_supernet_cmd(
+    run_file: Annotated[Path, typer.Argument(help="run file (YAML)")],
+    workers: Annotated[
+        int | None, typer.Option(help="Ray Train workers (DDP); default: the run file's supernet.workers, else 1")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="join this Ray cluster (default: start a local one sized to the machine)")
+    ] = None,
+    in_process: Annotated[bool, typer.Option(help="train in this process, without Ray")] = False,
+) -> None:
+    """Train (or resume training) the run file's supernet on Ray Train workers."""
     from nasplat.runfile import load_run
     from nasplat.search import prepare_supernet
     from nasplat.space import load_space
 
     run = load_run(run_file)
-    ckpt = prepare_supernet(run, load_space(run.space), _log, run_file=str(run_file))
+    if in_process and (workers or ray_address):
+        raise NasplatError("--in-process cannot be combined with --workers or --ray-address")
+    if in_process:
+        run = run.model_copy(
+            update={"supernet": run.supernet.model_copy(update={"workers": None, "ray_address": None})}
+        )
+    else:
+        workers = workers or run.supernet.workers or 1
+    ckpt = prepare_supernet(
+        run, load_space(run.space), _log, run_file=str(run_file), workers=workers, ray_address=ray_address
+    )
     out.print(f"[green]checkpoint[/]: {ckpt}")
 
 

@@ -18,8 +18,8 @@ from nasplat.estimator import Estimator
 from nasplat.space import SearchSpace
 
 
-def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
-    """Initialise Ray once per process (a no-op when it already is)."""
+def connect_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> Any:
+    """Initialise Ray once per process (a no-op when it already is). ``log_to_driver`` shows workers' output."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
@@ -27,9 +27,9 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> A
         return ray
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=log_to_driver)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=log_to_driver)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"at {address}" if address else "locally"
         raise NasplatError(f"cannot start or join a Ray cluster {where}: {str(exc).splitlines()[0]}") from None

@@ -20,6 +20,11 @@ class SupernetSection(_Strict):
     train: dict[str, Any] = Field(
         default_factory=dict, description="training settings (nasplat.training.TrainSettings)"
     )
+    workers: int | None = Field(
+        default=None, ge=1, description="Ray Train workers (DDP); default: train in the searching process"
+    )
+    ray_address: str | None = Field(default=None, description="join this Ray cluster to train (default: local)")
+    max_failures: int = Field(default=3, ge=0, description="worker-group restarts allowed before giving up")
 
 
 class EstimatorSection(_Strict):

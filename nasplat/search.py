@@ -58,9 +58,20 @@ def check_dataset_fits(space: SearchSpace, input_shape: tuple[int, ...], num_cla
 
 
 def prepare_supernet(
-    run: RunSpec, space: SearchSpace, log: Log, *, progress: bool = True, run_file: str | None = None
+    run: RunSpec,
+    space: SearchSpace,
+    log: Log,
+    *,
+    progress: bool = True,
+    run_file: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Path:
-    """The checkpoint the estimator uses: the run file's, or one trained (and resumed) in the run dir."""
+    """The checkpoint the estimator uses: the run file's, or one trained (and resumed) in the run dir.
+
+    Training runs on Ray Train with ``workers`` workers (default: the run file's ``supernet.workers``), or in
+    this process when neither says how many.
+    """
     from nasplat.data import load_splits
     from nasplat.training import TrainSettings, train_supernet
 
@@ -69,16 +80,44 @@ def prepare_supernet(
         if not ckpt.exists():
             raise NasplatError(f"supernet checkpoint {ckpt} does not exist")
         return ckpt
-    train, _ = load_splits(run.dataset)
+    train, val = load_splits(run.dataset)
     check_dataset_fits(space, train.input_shape, len(train.classes), run.dataset.name)
     settings = TrainSettings.model_validate(
         {"seed": run.seed, "batch_size": run.dataset.batch_size, "augment": run.dataset.augment, **run.supernet.train}
     )
+    run_dir = Path(run.run_dir) / "supernet"
+    workers = workers if workers is not None else run.supernet.workers
+    ray_address = ray_address or run.supernet.ray_address
+    objectives = [o.model_dump() for o in run.objectives]
+    if workers is not None or ray_address:
+        from nasplat.distributed_train import train_supernet_ray
+
+        n = workers or 1
+        log(
+            f"training supernet of '{space.name}' on {run.dataset.name} ({len(train)} images) with Ray Train, {n} worker(s), in {run_dir}"
+        )
+        ray_result = train_supernet_ray(
+            space, run.dataset, settings, run_dir, workers=n, ray_address=ray_address,
+            max_failures=run.supernet.max_failures, storage=run.storage_url, study=run.study, objectives=objectives,
+        )  # fmt: skip
+        return ray_result.checkpoint
+    from nasplat.study import record_supernet_epoch
+    from nasplat.training import progress_line
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        log(progress_line(settings, record))
+        record_supernet_epoch(
+            run.storage_url, run.study, space_spec=space.spec.model_dump(mode="json"),
+            space_file=str(space.path.resolve()) if space.path else None, objectives=objectives, record=record,
+            checkpoint=run_dir / "checkpoints",
+        )  # fmt: skip
+
     supernet = space.family.build_supernet(space, seed=settings.seed)
     task = space.family.task(space)
-    run_dir = Path(run.run_dir) / "supernet"
     log(f"training supernet of '{space.name}' on {run.dataset.name} ({len(train)} images) in {run_dir}")
-    result = train_supernet(supernet, task, train, settings, run_dir, progress=progress)
+    result = train_supernet(
+        supernet, task, train, settings, run_dir, progress=progress, on_epoch=on_epoch, eval_data=val
+    )
     return result.checkpoint
 
 

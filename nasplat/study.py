@@ -135,6 +135,9 @@ def open_study(
                 f"study '{study_name}' has objectives {_fmt_obj(existing.get('objectives'))}, "
                 f"the run file asks for {_fmt_obj(list(objectives))}; use another study name"
             ) from None
+        for key, value in (attrs or {}).items():  # a study created by supernet training gets the search's attrs
+            if existing.get(key) is None and value is not None:
+                study.set_user_attr(key, value)
         return study
     import nasplat
 
@@ -362,3 +365,35 @@ def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
     return failed
+
+
+SUPERNET_EPOCH_PREFIX = "supernet:epoch:"
+
+
+def record_supernet_epoch(
+    storage_url: str,
+    study_name: str,
+    *,
+    space_spec: dict[str, Any],
+    space_file: str | None,
+    objectives: Sequence[dict[str, Any]],
+    record: dict[str, Any],
+    checkpoint: Any,
+) -> None:
+    """Record one epoch of supernet training in the run's study (created if it does not exist yet)."""
+    import optuna
+
+    from nasplat.space import parse_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = parse_space(space_spec, space_file)
+    study = open_study(make_storage(storage_url), study_name, space=space, objectives=objectives, sampler=None)
+    row = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+    study.set_user_attr(f"{SUPERNET_EPOCH_PREFIX}{int(record['epoch']):04d}", row)
+    study.set_user_attr("supernet:checkpoint", str(checkpoint))
+
+
+def supernet_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per recorded supernet training epoch (empty when the supernet was trained elsewhere)."""
+    rows = [v for k, v in sorted(study.user_attrs.items()) if k.startswith(SUPERNET_EPOCH_PREFIX)]
+    return pd.DataFrame(rows)

@@ -317,7 +317,7 @@ class TrainResult:
     history: tuple[dict[str, Any], ...]
 
 
-def _checkpoints_dir(run_dir: Path) -> Path:
+def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
@@ -381,34 +381,50 @@ def load_checkpoint(supernet: Supernet, path: str | Path) -> dict[str, Any]:
     return state
 
 
+def write_checkpoint_files(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """The files of one checkpoint (weights, optimizer state, state.json) into an existing empty ``folder``."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "nasplat-supernet"})
+    (folder / "model.safetensors").chmod(0o644)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    (folder / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def point_latest(ckpt_root: Path, name: str) -> None:
+    """Make ``ckpt_root/latest`` name checkpoint folder ``name`` (atomically)."""
+    fd, latest_tmp = tempfile.mkstemp(dir=ckpt_root, prefix=".latest-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(name + "\n")
+    os.chmod(latest_tmp, 0o644)
+    os.replace(latest_tmp, ckpt_root / "latest")
+
+
 def _write_checkpoint(
     run_dir: Path, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> Path:
-    from safetensors.torch import save_file
-
-    ckpt_root = _checkpoints_dir(run_dir)
+    ckpt_root = checkpoints_dir(run_dir)
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"epoch-{epoch:04d}"
+    final = ckpt_root / checkpoint_name(epoch)
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".tmp-{final.name}-"))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary folder
-        tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "nasplat-supernet"})
-        (tmp / "model.safetensors").chmod(0o644)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        write_checkpoint_files(tmp, model, optimizer, state)
         if final.exists():  # left by a run that crashed before updating `latest`
             shutil.rmtree(final)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fd, latest_tmp = tempfile.mkstemp(dir=ckpt_root, prefix=".latest-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(final.name + "\n")
-    os.chmod(latest_tmp, 0o644)
-    os.replace(latest_tmp, ckpt_root / "latest")
+    point_latest(ckpt_root, final.name)
     return final
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -511,6 +527,7 @@ class SupernetTrainer:
         self.path_rng = np.random.default_rng(derive_seed(settings.seed, _SEED_TAG_PATHS, rank))
         self.epochs_done, self.step = 0, 0
         self.history: list[dict[str, Any]] = []
+        self.first_paths: list[str] = []  # the paths of the last epoch's first step (a record of what was sampled)
         self.data_info = {"name": train_data.name, "n_images": len(train_data)}
 
     # state ---------------------------------------------------------------------------------------------------
@@ -612,6 +629,8 @@ class SupernetTrainer:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             archs = self.strategy.paths(self.space, self.path_rng, self.step, batch)
+            if n_steps == 0:
+                self.first_paths = [a.key for a in archs]
             gen = torch.Generator().manual_seed(derive_seed(s.seed, _SEED_TAG_TASK, self.step * 1_000 + self.rank))
             with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
                 loss, path_losses = step_module(batch, archs, gen, self.strategy.distill)
@@ -693,7 +712,7 @@ def train_supernet(
     run_dir = Path(run_dir)
     trainer = SupernetTrainer(supernet, task, train_data, settings)
     checkpoint: Path | None = None
-    if (_checkpoints_dir(run_dir) / "latest").is_file():
+    if (checkpoints_dir(run_dir) / "latest").is_file():
         checkpoint = resolve_checkpoint(run_dir)
         trainer.restore(checkpoint)
     step_module = PathsLoss(supernet, task)
