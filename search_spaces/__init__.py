@@ -11,7 +11,8 @@ from pathlib import Path
 from nasplat.registry import register_space_dir
 
 from .cell import CellFamily
+from .hybrid import HybridFamily
 
 register_space_dir(Path(__file__).parent)
 
-__all__ = ["CellFamily"]
+__all__ = ["CellFamily", "HybridFamily"]
