@@ -186,10 +186,17 @@ def pareto(
         str | None, typer.Option(help="hypervolume reference point, comma-separated, e.g. 0,5e6")
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="also write the front to this CSV file")] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="rank by 'inherited' (the search's values) or 'finetuned' (stand-alone, after nasplat finetune)",
+        ),
+    ] = "inherited",
 ) -> None:
     """The Pareto front of a study as a table (and its hypervolume given a reference point)."""
     ref = _parse_floats(reference) if reference else None
-    front = _print_pareto(storage, study, ref)
+    front = _print_pareto(storage, study, ref, by)
     if csv is not None:
         front.to_csv(csv, index=False)
         out.print(f"written: {csv}")
@@ -238,7 +245,13 @@ def quickstart(
 # ---------------------------------------------------------------------------------------------------- more groups
 # Command groups that live in their own modules (each defines ``register(app)``; heavy imports stay inside
 # the commands so that ``nasplat --help`` stays fast).
-_GROUPS = ("nasplat.cli_predictor", "nasplat.cli_costs", "nasplat.cli_dashboard", "nasplat.cli_bench")
+_GROUPS = (
+    "nasplat.cli_predictor",
+    "nasplat.cli_costs",
+    "nasplat.cli_dashboard",
+    "nasplat.cli_bench",
+    "nasplat.cli_finetune",
+)
 
 
 def _register_groups() -> None:
@@ -275,13 +288,14 @@ def _require_study(storage_url: str, study: str) -> None:
     load_study(make_storage(storage_url), study)
 
 
-def _print_pareto(storage: str, study_name: str | None, reference: list[float] | None):  # type: ignore[no-untyped-def]
+def _print_pareto(storage: str, study_name: str | None, reference: list[float] | None, by: str = "inherited"):  # type: ignore[no-untyped-def]
     from nasplat.results import front_table
     from nasplat.study import load_study, make_storage, pareto_frame
 
     st = load_study(make_storage(storage), study_name)
-    front, hv = pareto_frame(st, reference)
-    out.print(front_table(st, front, f"Pareto front of '{st.study_name}' ({len(front)} trials)"))
+    front, hv = pareto_frame(st, reference, by=by)
+    ranked = " by fine-tuned values" if by == "finetuned" else ""
+    out.print(front_table(st, front, f"Pareto front of '{st.study_name}'{ranked} ({len(front)} trials)"))
     if hv is not None:
         out.print(f"hypervolume: {hv:.6g}")
     return front

@@ -351,6 +351,9 @@ def run_finetune(
     t0 = time.perf_counter()
 
     ray = connect_ray(ray_address, num_cpus=num_cpus)
+    # Tune snapshots its experiment state after every checkpoint here (what makes resume exact); its note
+    # that this may be a bottleneck is noise for epoch-long steps
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
     from nasplat.finetune_tune import PerArchitectureASHA, train_finalist

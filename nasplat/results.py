@@ -58,18 +58,33 @@ def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 
 def export_trial(
-    study: optuna.Study, trial: optuna.trial.FrozenTrial, out_dir: Path, *, overwrite: bool = False
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    finetuned: bool | None = None,
 ) -> ExportResult:
-    """Rebuild the supernet from the study's checkpoint, recalibrate BN for the trial's path, and export it."""
+    """Export a trial's network as a stand-alone bundle.
+
+    A trial fine-tuned by ``nasplat finetune`` (it has a ``finetune:checkpoint``) ships its fine-tuned weights
+    (``finetuned=None`` or True); otherwise, or with ``finetuned=False``, the supernet is rebuilt from the
+    study's checkpoint, BN recalibrated for the trial's path, and the path exported with inherited weights.
+    """
     import torch
 
     from nasplat.data import DataSpec, load_splits
     from nasplat.export import export_bundle
-    from nasplat.study import METRIC_PREFIX
+    from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
     from nasplat.training import load_checkpoint, recalibrate_bn
 
     attrs = study.user_attrs
     space = study_space(study)
+    tuned = trial.user_attrs.get(f"{FINETUNE_PREFIX}checkpoint")
+    if finetuned and not tuned:
+        raise NasplatError(f"trial {trial.number} has not been fine-tuned (run 'nasplat finetune' first)")
+    if tuned and finetuned is not False:
+        return _export_finetuned(study, space, trial, Path(str(tuned)), out_dir, overwrite)
     ckpt = attrs.get("checkpoint")
     if not ckpt:
         raise NasplatError(
@@ -109,19 +124,82 @@ def export_trial(
     )
 
 
+def _export_finetuned(
+    study: optuna.Study, space: SearchSpace, trial: optuna.trial.FrozenTrial, folder: Path, out_dir: Path,
+    overwrite: bool,
+) -> ExportResult:  # fmt: skip
+    """Export the fine-tuned weights of a trial; the bundle is checked against the fine-tuned module itself."""
+    from safetensors.torch import load_file
+
+    from nasplat.data import DataSpec, load_splits
+    from nasplat.export import export_module
+    from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise NasplatError(f"trial {trial.number}'s fine-tuned weights {weights} are missing (moved or deleted?)")
+    run_spec: dict[str, Any] = study.user_attrs.get("run_spec") or {}
+    arch = space.from_key(str(trial.user_attrs["arch_key"]))
+    # the module comes from the family's own extraction for this architecture (so structure and config
+    # belong to it), then takes the fine-tuned weights strictly
+    module = space.family.build_supernet(space, seed=int(run_spec.get("seed", 0))).extract(arch)
+    try:
+        module.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as exc:  # safetensors and load_state_dict raise several types
+        raise NasplatError(
+            f"{weights}: does not fit trial {trial.number}'s network: {str(exc).splitlines()[0]}"
+        ) from None
+    data = DataSpec.model_validate(run_spec.get("dataset"))
+    _, val = load_splits(data)
+    example = space.family.task(space).model_inputs(next(val.batches(2, seed=0, shuffle=False)))
+    metrics: dict[str, Any] = {
+        k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)
+    }
+    metrics.update(
+        {k: v for k, v in trial.user_attrs.items() if k.startswith(FINETUNE_PREFIX) and isinstance(v, float)}
+    )
+    provenance = dict(trial.user_attrs.get("provenance") or {})
+    provenance.update(
+        {
+            "study": study.study_name,
+            "trial": trial.number,
+            "weights": "finetuned",
+            "finetune_checkpoint": str(folder),
+            "finetune_config": trial.user_attrs.get(f"{FINETUNE_PREFIX}config"),
+            "finetune_from_scratch": trial.user_attrs.get(f"{FINETUNE_PREFIX}from_scratch"),
+            "supernet_checkpoint": study.user_attrs.get("checkpoint"),
+        }
+    )
+    return export_module(
+        module,
+        space,
+        arch,
+        out_dir,
+        metrics=metrics,
+        provenance=provenance,
+        example_input=example,
+        overwrite=overwrite,
+        extras=space.family.bundle_extras(space, arch),
+    )
+
+
 def front_table(study: optuna.Study, front: pd.DataFrame, title: str) -> Table:
-    """The front as a rich table: trial, each objective, and the architecture in the family's string form."""
+    """The front as a rich table: trial, each objective, and the architecture in the family's string form.
+
+    A front ranked by fine-tuned values (``pareto_frame(by="finetuned")``) also shows the inherited values.
+    """
     from rich.table import Table
 
     from nasplat.study import objective_names
 
     names = objective_names(study)
+    columns = [c for n in names for c in (n, f"inherited:{n}") if c in front]
     table = Table(title=title)
-    for col in ["trial", *names]:
+    for col in ["trial", *columns]:
         table.add_column(col, justify="right")
     table.add_column("arch", overflow="fold")
     for _, row in front.iterrows():
-        table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in names), str(row.get("arch")))
+        table.add_row(str(row["trial"]), *(_fmt(row[n]) for n in columns), str(row.get("arch")))
     return table
 
 
