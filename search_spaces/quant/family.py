@@ -40,7 +40,7 @@ from nasplat.space import OrdinalDimension
 from nasplat.supernet import seeded
 from nasplat.task import ClassificationTask
 
-from .standalone import FORMATS, INT_BITS, ResNet8, resnet_plan
+from .standalone import FORMATS, ResNet8, resnet_plan
 from .supernet import QuantSupernet, quantizable_layers
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ DEFAULT_BN_GROUPS: tuple[tuple[str, ...], ...] = (
 class QuantMacro(MacroSettings):
     """Macro settings of a quant space (``macro:`` in its file); see the module docstring."""
 
-    base_space: str | None = Field(default=None, description="base space: registered name or path relative to this file")
+    base_space: str | None = Field(
+        default=None, description="base space: registered name or path relative to this file"
+    )
     base_arch: str | None = Field(default=None, description="fixed base architecture (the base family's string form)")
     base: Literal["resnet8"] | None = Field(default=None, description="a built-in base network instead of a space")
     width: int = Field(default=16, ge=1, description="resnet8: channels of the stem and first block")
@@ -256,7 +258,9 @@ class QuantPlan:
         out = self._policies.get(arch)
         if out is None:
             values = arch.as_dict()
-            per_slot = {s: (str(values[f"{POLICY_PREFIX}{s}.w"]), str(values[f"{POLICY_PREFIX}{s}.a"])) for s in self.slots}
+            per_slot = {
+                s: (str(values[f"{POLICY_PREFIX}{s}.w"]), str(values[f"{POLICY_PREFIX}{s}.a"])) for s in self.slots
+            }
             out = {layer: per_slot[slot] for layer, slot in self.layer_slot.items()}
             if len(self._policies) > 10_000:
                 self._policies.clear()
@@ -323,9 +327,7 @@ def make_plan(space: SearchSpace) -> QuantPlan:
             if theirs is not None and tuple(theirs if isinstance(theirs, (list, tuple)) else [theirs]) != tuple(
                 mine if isinstance(mine, (list, tuple)) else [mine]
             ):
-                raise SpecError(
-                    file, f"macro.{key}", f"must equal the base space's {key} ({theirs!r}), got {mine!r}"
-                )
+                raise SpecError(file, f"macro.{key}", f"must equal the base space's {key} ({theirs!r}), got {mine!r}")
         base = SpaceBase(base_space, fixed)
     else:
         cfg = {"input_shape": list(macro.input_shape), "num_classes": macro.num_classes, "width": macro.width}
@@ -419,7 +421,9 @@ def make_plan(space: SearchSpace) -> QuantPlan:
                     f"{', '.join(FORMATS)}"
                 )  # fmt: skip
             if choice not in bn_group_of:
-                raise SpecError(file, f"dimensions[{i}].choices[{k}]", f"format '{choice}' is in no macro.bn_groups group")
+                raise SpecError(
+                    file, f"dimensions[{i}].choices[{k}]", f"format '{choice}' is in no macro.bn_groups group"
+                )
             if RANK[choice] <= prev:
                 raise SpecError(
                     file, f"dimensions[{i}].choices", f"'{label}': list formats from low to high precision "
@@ -570,8 +574,9 @@ class QuantFamily(Family):
                         f"space '{space.name}': the base's layer record '{rec.name}' names no quantizable module "
                         "(the quant family needs records named after the base supernet's modules)"
                     )
-                rec = replace(rec, weight_format=formats[0], act_format=formats[1])
-            out.append(rec)
+                out.append(replace(rec, weight_format=formats[0], act_format=formats[1]))
+            else:
+                out.append(rec)
         return out
 
     def bundle_extras(self, space: SearchSpace, arch: Architecture) -> dict[str, str]:
@@ -582,7 +587,11 @@ class QuantFamily(Family):
             w, a = policy[name]
             rows.append(f"| `{name}` | {plan.layer_slot[name]} | {w} | {a} |")
         base = plan.base.to_string(plan.base_arch(arch))
-        return {"RUN.md": RUN_MD.format(space=space.name, base=base, policy=self.policy_string(space, arch), rows="\n".join(rows))}
+        return {
+            "RUN.md": RUN_MD.format(
+                space=space.name, base=base, policy=self.policy_string(space, arch), rows="\n".join(rows)
+            )
+        }
 
 
 RUN_MD = """\

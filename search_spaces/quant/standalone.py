@@ -138,10 +138,7 @@ def quantize_act(x: torch.Tensor, fmt: str, scale: torch.Tensor | None, signed: 
     assert scale is not None
     low, high = act_bounds(fmt, signed)
     y = torch.clamp(x / scale, low, high)
-    if fmt in INT_BITS:
-        y = torch.round(y)
-    else:
-        y = y.to(FLOAT_DTYPES[fmt]).to(x.dtype)
+    y = torch.round(y) if fmt in INT_BITS else y.to(FLOAT_DTYPES[fmt]).to(x.dtype)
     return y * scale
 
 
@@ -158,6 +155,7 @@ class QuantLayer(nn.Module):
         check_format(a_fmt)
         self.w_fmt, self.a_fmt, self.signed = w_fmt, a_fmt, bool(signed)
         dtype = torch.int8 if w_fmt in INT_BITS else FLOAT_DTYPES[w_fmt]
+        self.weight: torch.Tensor
         self.register_buffer("weight", torch.zeros(weight_shape, dtype=dtype))
         self.weight_scale: torch.Tensor | None
         if w_fmt in SCALED:
@@ -206,7 +204,13 @@ class QConv2d(QuantLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
-            self.quantized_input(x), self.dequantized(), self.bias, self.stride, self.padding, self.dilation, self.groups
+            self.quantized_input(x),
+            self.dequantized(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
         )
 
 
@@ -331,7 +335,7 @@ def _source_module(source: str) -> types.ModuleType:
         module.__file__ = f"<{name}>"
         sys.modules[name] = module  # registered so that classes defined in it resolve their module
         try:
-            exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # noqa: S102 - the bundle's own model source
+            exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # the bundle's own model source
         except BaseException:
             del sys.modules[name]
             raise
@@ -356,7 +360,10 @@ class QuantizedNetwork(nn.Module):
         super().__init__()
         if not isinstance(config, dict) or sorted(config) != ["base", "layers"]:
             raise ValueError("config must be a dict with exactly the keys 'base' and 'layers'")
-        layers = {str(k): {"w": str(v["w"]), "a": str(v["a"]), "signed": bool(v["signed"])} for k, v in config["layers"].items()}
+        layers: dict[str, dict[str, Any]] = {
+            str(k): {"w": str(v["w"]), "a": str(v["a"]), "signed": bool(v["signed"])}
+            for k, v in config["layers"].items()
+        }
         self.nasplat_config: dict[str, Any] = {"base": dict(config["base"]), "layers": layers}
         self.base = base if base is not None else build_base(self.nasplat_config["base"])
         for name, spec in layers.items():
@@ -366,8 +373,8 @@ class QuantizedNetwork(nn.Module):
                 raise ValueError(f"config layers: the base network has no module {name!r}") from None
             _set_submodule(self.base, name, quantized_layer(original, spec["w"], spec["a"], spec["signed"]))
 
-    def forward(self, *inputs: torch.Tensor) -> Any:
-        return self.base(*inputs)
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.base(x)
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
