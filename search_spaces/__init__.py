@@ -11,8 +11,9 @@ from pathlib import Path
 from nasplat.registry import register_space_dir
 
 from .cell import CellFamily
+from .controlnet import ControlNetFamily
 from .hybrid import HybridFamily
 
 register_space_dir(Path(__file__).parent)
 
-__all__ = ["CellFamily", "HybridFamily"]
+__all__ = ["CellFamily", "ControlNetFamily", "HybridFamily"]
