@@ -13,6 +13,7 @@ from nasplat.registry import register_space_dir
 from .cell import CellFamily
 from .controlnet import ControlNetFamily
 from .hybrid import HybridFamily
+from .quant import QuantFamily
 
 register_space_dir(Path(__file__).parent)
 
