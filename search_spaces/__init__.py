@@ -17,4 +17,4 @@ from .quant import QuantFamily
 
 register_space_dir(Path(__file__).parent)
 
-__all__ = ["CellFamily", "ControlNetFamily", "HybridFamily"]
+__all__ = ["CellFamily", "ControlNetFamily", "HybridFamily", "QuantFamily"]
