@@ -24,6 +24,7 @@ Run: ``.venv/bin/python benchmarks/predictors.py --part all`` (about 15 minutes 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -137,22 +138,50 @@ def run_proxies(args: argparse.Namespace) -> None:
     else:
         subset = np.sort(np.random.default_rng(0).choice(len(archs), size=args.proxy_cells, replace=False))
     sub_archs = [archs[i] for i in subset]
-    settings = ZeroCostSettings(seed=0, batch_size=args.proxy_batch, data=args.proxy_data)
-    zp = ZeroCostProxies(space, settings)
-    zp.batch()  # load (and cache) the data before timing
-    zp.supernet()
+    settings = ZeroCostSettings(seed=0, batch_size=args.proxy_batch, data=args.proxy_data, device=args.proxy_device)
     started = time.perf_counter()
-    last = [started]
+    values_file = REPO / args.results / "proxy_values.npz"
+    if args.proxy_values_in:  # values computed elsewhere (e.g. on a GPU machine with --proxy-compute-only)
+        saved = np.load(args.proxy_values_in)
+        if list(saved["keys"]) != [a.key for a in sub_archs]:
+            sys.exit(f"error: {args.proxy_values_in} holds other cells than this run selects")
+        values = {p: saved[p] for p in PROXIES}
+        seconds = float(saved["seconds"])
+        settings = ZeroCostSettings(**json.loads(str(saved["settings"])))
+        workers_used = int(saved["processes"])
+    elif args.proxy_workers > 1:  # shards in separate processes (each scores its cells exactly as one process would)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-    def progress(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] > 30 or done == total:
-            last[0] = now
-            rate = (now - started) / done
-            print(f"proxies: {done}/{total} cells, {rate * 1000:.0f} ms/cell", flush=True)
+        shards = np.array_split(np.arange(len(sub_archs)), args.proxy_workers)
+        jobs = [(space.spec.model_dump(mode="json"), str(space.path) if space.path else None, settings,
+                 [sub_archs[i].key for i in shard]) for shard in shards]  # fmt: skip
+        with ProcessPoolExecutor(args.proxy_workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_proxy_shard, jobs))
+        values = {p: np.concatenate([part[p] for part in parts]) for p in PROXIES}
+    else:
+        zp = ZeroCostProxies(space, settings)
+        zp.batch()  # load (and cache) the data before timing
+        zp.supernet()
+        last = [started]
 
-    values = zp.compute(sub_archs, PROXIES, progress)
-    seconds = time.perf_counter() - started
+        def progress(done: int, total: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 30 or done == total:
+                last[0] = now
+                rate = (now - started) / done
+                print(f"proxies: {done}/{total} cells, {rate * 1000:.0f} ms/cell", flush=True)
+
+        values = zp.compute(sub_archs, PROXIES, progress)
+    if not args.proxy_values_in:
+        seconds = time.perf_counter() - started
+        workers_used = args.proxy_workers
+        values_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(values_file, keys=np.array([a.key for a in sub_archs]), seconds=seconds, processes=workers_used,
+                 settings=json.dumps(dataclasses.asdict(settings)), **values)  # fmt: skip
+        print(f"proxy values: {values_file}")
+        if args.proxy_compute_only:
+            return
     ys = y[subset]
     corr = {p: prediction_quality(ys, np.nan_to_num(values[p], neginf=-1e30)) for p in PROXIES}
     # the proxies as extra features: train on 100 cells of the subset, test on the others
@@ -173,7 +202,13 @@ def run_proxies(args: argparse.Namespace) -> None:
     result = {
         "cells": len(subset),
         "full": bool(args.proxy_full),
-        "settings": {"seed": settings.seed, "batch_size": settings.batch_size, "data": settings.data},
+        "settings": {
+            "seed": settings.seed,
+            "batch_size": settings.batch_size,
+            "data": settings.data,
+            "device": settings.device,
+            "processes": workers_used,
+        },
         "seconds": seconds,
         "ms_per_cell": 1000 * seconds / len(subset),
         "torch_threads": _torch_threads(),
@@ -184,6 +219,22 @@ def run_proxies(args: argparse.Namespace) -> None:
     out = REPO / args.results / "proxies.json"
     save_json(out, result)
     print(f"proxies done in {seconds:.0f} s: {out}")
+
+
+def _proxy_shard(job: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    import torch
+
+    from nasplat.space import parse_space
+    from nasplat_predictors.zero_cost import PROXIES, ZeroCostProxies
+
+    spec, file, settings, keys = job
+    torch.set_num_threads(1)
+    space = parse_space(spec, file)
+    zp = ZeroCostProxies(space, settings)
+    t0 = time.perf_counter()
+    out = zp.compute([space.from_key(k) for k in keys], PROXIES)
+    print(f"proxies: shard of {len(keys)} cells in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
 
 
 def _torch_threads() -> int:
@@ -370,6 +421,10 @@ def main() -> None:
     ap.add_argument("--proxy-cells", type=int, default=1000, help="seeded subset of cells for the proxy pass")
     ap.add_argument("--proxy-full", action="store_true", help="run the proxies on all 15,625 cells")
     ap.add_argument("--proxy-batch", type=int, default=16)
+    ap.add_argument("--proxy-device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--proxy-workers", type=int, default=1, help="processes scoring shards of the cells")
+    ap.add_argument("--proxy-compute-only", action="store_true", help="save the proxy values and stop")
+    ap.add_argument("--proxy-values-in", default=None, help="proxy values saved by an earlier run (skip computing)")
     ap.add_argument("--proxy-data", default="cifar10", help="cifar10 (needs shared/data/cifar10) or noise")
     ap.add_argument("--results", default="nasplat-runs/bench-predictors", help="folder for the JSON results")
     ap.add_argument("--report", default="docs/bench-predictors.md")

@@ -65,6 +65,7 @@ class ZeroCostSettings:
     seed: int = 0
     batch_size: int = 16
     data: str = "noise"
+    device: str = "cpu"  # where each network is scored ("cuda" on a GPU machine)
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -168,9 +169,10 @@ class ZeroCostProxies:
         import torch
         from torch import nn
 
-        x, y = self.batch()
+        dev = torch.device(self.settings.device)
+        x, y = (t.to(dev) for t in self.batch())
         task = self.space.family.task(self.space)
-        net = self.supernet().extract(arch)
+        net = self.supernet().extract(arch).to(dev)
         net.train()
         # one forward in train mode: ReLU activation patterns (NASWOT), then the loss's gradients
         codes: list[torch.Tensor] = []
@@ -194,7 +196,7 @@ class ZeroCostProxies:
                     grad_norm += float(m.weight.grad.norm())
                     snip += float((m.weight.grad * m.weight).abs().sum())
         naswot = _naswot(codes)
-        synflow = _synflow(net, tuple(x.shape[1:]))
+        synflow = _synflow(net, tuple(x.shape[1:]), dev)
         return {"grad_norm": grad_norm, "snip": snip, "naswot": naswot, "synflow": synflow}
 
 
@@ -209,7 +211,7 @@ def _naswot(codes: list[Any]) -> float:
     return float(logdet) if float(sign) > 0 else -math.inf  # singular: two inputs share a pattern
 
 
-def _synflow(net: Any, input_shape: tuple[int, ...]) -> float:
+def _synflow(net: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> float:
     import torch
     from torch import nn
 
@@ -219,7 +221,7 @@ def _synflow(net: Any, input_shape: tuple[int, ...]) -> float:
         for p in net.parameters():
             p.abs_()
     net.zero_grad(set_to_none=True)
-    out = net(torch.ones((1, *input_shape), dtype=torch.float64))
+    out = net(torch.ones((1, *input_shape), dtype=torch.float64, device=device))
     torch.sum(out).backward()
     total = 0.0
     with torch.no_grad():
