@@ -40,7 +40,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -377,7 +378,8 @@ def run_finetune(
                 f"or delete the folder"
             )
         log(f"resuming the fine-tuning run in {run_dir}")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+        with _quiet_analysis():
+            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     else:
         if exp_dir.exists():
             shutil.rmtree(exp_dir)  # started but never saved a state Tune can restore
@@ -431,15 +433,44 @@ def run_finetune(
         f"{resources['cpu']:g} CPU" + (f" + {resources['gpu']:.3g} GPU" if resources["gpu"] else "") + " each)"
     )
     grid = tuner.fit()
-    finished = grid.num_terminated + grid.num_errors
-    if finished < len(grid):
+    finished, total = _saved_progress(exp_dir)
+    if finished < total:
         raise FinetuneInterrupted(
-            f"fine-tuning stopped with {finished} of {len(grid)} Tune trials finished; "
+            f"fine-tuning stopped with {finished} of {total} Tune trials finished; "
             f"run the same command again to resume ({run_dir})"
         )
     rows = _collect(study, space, grid, metric, mode, run_dir, settings, log)
     seconds = time.perf_counter() - t0
     return _write_back(study, rows, metric, name, run_dir, settings, seconds, resumed, log)
+
+
+def _saved_progress(exp_dir: Path) -> tuple[int, int]:
+    """(finished, all) Tune trials as the experiment's saved state has them.
+
+    After Ctrl+C, Tune's in-memory results mark every trial TERMINATED; the saved state, which a restore
+    reads, keeps the unfinished ones PENDING, so that is what decides whether the run is complete.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    with _quiet_analysis():
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    return finished, len(trials)
+
+
+@contextmanager
+def _quiet_analysis() -> Iterator[None]:
+    """Tune warns about trials without result files when it reads a saved experiment; after an
+    interruption, trials that never started have none, which is expected."""
+    import logging
+
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _write_json(path: Path, data: Any) -> None:
