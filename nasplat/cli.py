@@ -250,6 +250,7 @@ _GROUPS = (
     "nasplat.cli_costs",
     "nasplat.cli_dashboard",
     "nasplat.cli_bench",
+    "nasplat.cli_evaluate",
     "nasplat.cli_finetune",
 )
 
