@@ -8,6 +8,6 @@ few-shot latency model that the predictor commands wrap.
 
 from __future__ import annotations
 
-from . import accuracy, analytical, lut, measured, roofline
+from . import accuracy, analytical, learned, lut, measured, roofline
 
-__all__ = ["accuracy", "analytical", "lut", "measured", "roofline"]
+__all__ = ["accuracy", "analytical", "learned", "lut", "measured", "roofline"]

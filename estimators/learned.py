@@ -27,11 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from nasplat.errors import NasplatError
+from nasplat.predictor import (
+    Predictor,
+    check_space,
+    check_training_data,
+    read_manifest,
+    space_record,
+    write_manifest,
+)
+from nasplat.registry import register
 
 if TYPE_CHECKING:
     from nasplat.architecture import Architecture
@@ -390,3 +400,100 @@ def latency_metrics(measured: np.ndarray, predicted: np.ndarray) -> dict[str, fl
         "mape": float(np.mean(rel)),
         "kendall_tau": float(tau),
     }
+
+
+# ------------------------------------------------------------------------------------------------ predictor
+def _key_to_json(key: ConfigKey) -> list[Any]:
+    out: list[Any] = []
+    for item in key:
+        pair: tuple[Any, Any] = item  # type: ignore[assignment]
+        out.append([pair[0], list(pair[1]) if isinstance(pair[1], tuple) else pair[1]])
+    return out
+
+
+def _key_from_json(item: list[Any]) -> ConfigKey:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in item)
+
+
+@register("predictor", "fewshot_latency")
+class FewShotLatencyPredictor(Predictor):
+    """Latency (ms) from per-layer features with :class:`FewShotLatencyModel`, as a predictor.
+
+    With ``nasplat predictor fit --prior TABLE`` it is pre-trained on every row of the prior table (one column
+    per other device) and then adapted to the few measured rows of the target; without a prior it fits the
+    measured rows alone (columns found from a seeded sample of ``reference_size`` architectures of the space).
+    """
+
+    name: ClassVar[str] = "fewshot_latency"
+    pretrains_on_prior: ClassVar[bool] = True
+
+    def __init__(self, *, f_scale: float = 0.03, reference_size: int = 500) -> None:
+        self.f_scale = float(f_scale)
+        self.reference_size = int(reference_size)
+        self.model = FewShotLatencyModel(f_scale=self.f_scale)
+        self.vocab: LayerVocabulary | None = None
+        self.space_record: dict[str, Any] | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"f_scale": self.f_scale, "reference_size": self.reference_size}
+
+    def pretrain(
+        self, space: SearchSpace, archs: Sequence[Architecture], prior: np.ndarray, names: Sequence[str]
+    ) -> None:
+        x, self.vocab = space_features(space, archs)
+        self.model.pretrain(x, prior, list(names))
+
+    def fit(
+        self,
+        space: SearchSpace,
+        archs: Sequence[Architecture],
+        y: Sequence[float] | np.ndarray,
+        *,
+        seed: int = 0,
+        extra: np.ndarray | None = None,
+    ) -> FewShotLatencyPredictor:
+        yv, _ = check_training_data(archs, y, None)
+        reference = None
+        if self.vocab is None:
+            rng = np.random.default_rng(seed)
+            sample = [space.sample(rng) for _ in range(self.reference_size)]
+            ref_x, self.vocab = space_features(space, [*archs, *sample])
+            reference = ref_x
+        x, _ = space_features(space, archs, self.vocab)
+        self.model.fit(x, yv, reference=reference)
+        self.space_record = space_record(space)
+        return self
+
+    def predict(
+        self, space: SearchSpace, archs: Sequence[Architecture], *, extra: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.vocab is None or self.space_record is None:
+            raise NasplatError("predictor 'fewshot_latency' is not fitted: call fit first")
+        check_space(self.space_record, space)
+        if not len(archs):
+            return np.zeros(0), None
+        x, _ = space_features(space, archs, self.vocab)
+        return self.model.predict(x), None
+
+    def save(self, directory: str | Path) -> None:
+        if self.vocab is None or self.space_record is None:
+            raise NasplatError("predictor 'fewshot_latency' is not fitted: call fit first")
+        write_manifest(
+            directory,
+            {
+                "model": self.name,
+                "params": self.params(),
+                "space": self.space_record,
+                "model_state": self.model.to_dict(),
+                "layer_configs": [_key_to_json(k) for k in self.vocab.keys],
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FewShotLatencyPredictor:
+        m = read_manifest(directory)
+        p = cls(**m["params"])
+        p.model = FewShotLatencyModel.from_dict(m["model_state"])
+        p.vocab = LayerVocabulary([_key_from_json(k) for k in m["layer_configs"]])
+        p.space_record = m["space"]
+        return p

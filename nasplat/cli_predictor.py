@@ -63,11 +63,15 @@ def fit_from_table(
     archs = archs_from_column(space, list(frame[arch_column]), f"{table}: column '{arch_column}'")
     prior_table = None
     extra = None
-    if prior is not None:
-        prior_table = PriorTable.from_csv(space, prior, arch_column, exclude=[target])
-        extra = prior_table.features(archs)
     predictor = cls()
     t0 = time.perf_counter()
+    if prior is not None:
+        prior_table = PriorTable.from_csv(space, prior, arch_column, exclude=[target])
+        if cls.pretrains_on_prior:
+            prior_archs, prior_values = prior_table.rows()
+            predictor.pretrain(space, prior_archs, prior_values, prior_table.columns)
+        else:
+            extra = prior_table.features(archs)
     predictor.fit(space, archs, y, seed=seed, extra=extra)
     seconds = time.perf_counter() - t0
     if out.is_dir():  # replace a previous predictor completely (stale member folders, prior copies)
@@ -79,6 +83,7 @@ def fit_from_table(
         "arch_column": arch_column,
         "fit_seconds": seconds,
         "prior": prior_table.save(out) if prior_table is not None else None,
+        "prior_use": ("pretrained" if cls.pretrains_on_prior else "features") if prior_table is not None else None,
     }
     update_manifest(out, **entries)
     summary: dict[str, object] = {"model": model, "rows": len(y), "target": target, "seconds": seconds, "out": str(out)}
@@ -109,7 +114,7 @@ def predict_from_table(model_dir: Path, table: Path, arch_column: str, out: Path
     frame = read_table(table, [arch_column])
     archs = archs_from_column(space, list(frame[arch_column]), f"{table}: column '{arch_column}'")
     extra = None
-    if manifest.get("prior"):
+    if manifest.get("prior") and manifest.get("prior_use") != "pretrained":
         extra = PriorTable.load(space, model_dir, manifest["prior"]).features(archs)
     mean, std = predictor.predict(space, archs, extra=extra)
     result = frame.copy()

@@ -104,6 +104,16 @@ class Predictor(ABC):
 
     name: ClassVar[str]
     provides_std: ClassVar[bool] = False
+    #: True: ``nasplat predictor fit --prior`` hands the whole prior table to :meth:`pretrain` (every row, raw
+    #: values) instead of passing the prior as ``extra`` features of the fitted rows.
+    pretrains_on_prior: ClassVar[bool] = False
+
+    def pretrain(
+        self, space: SearchSpace, archs: Sequence[Architecture], prior: np.ndarray, names: Sequence[str]
+    ) -> None:
+        """Learn from prior measurements (``prior``: one row per architecture, one column per ``names`` entry;
+        NaN where not measured) before :meth:`fit` adapts to the target. Only for ``pretrains_on_prior``."""
+        raise NasplatError(f"predictor '{self.name}' does not pretrain on a prior table")
 
     @abstractmethod
     def fit(
@@ -430,6 +440,11 @@ class PriorTable:
 
     def feature_names(self) -> list[str]:
         return [f"log({c})" for c in self.columns]
+
+    def rows(self) -> tuple[list[Architecture], np.ndarray]:
+        """Every architecture of the table and its raw values (rows in table order)."""
+        archs = sorted(self._row, key=self._row.__getitem__)
+        return archs, np.exp(self._log)
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write ``prior.csv`` into ``directory``; returns the manifest entry that :meth:`load` reads."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -399,3 +400,33 @@ def test_cli_profile_then_cost(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "does not know device 'pixel9'" in lines[0]
+
+
+def test_predictor_fit_prior_pretrains_the_fewshot_latency_model(digits: SearchSpace, tmp_path: Path) -> None:
+    """`nasplat predictor fit --model fewshot_latency --prior` pre-trains on every prior row, then adapts to 4
+    measured networks; with a prior it beats fitting the 4 alone, and saved models predict the same."""
+    from nasplat.cli_predictor import fit_from_table, predict_from_table
+
+    archs = list(digits.enumerate())
+    strings = [digits.to_string(a) for a in archs]
+    x, _ = space_features(digits, archs)
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.01, 0.2, x.shape[1])
+    devices = {f"dev{i}_ms": 0.2 + x @ (base * rng.uniform(0.7, 1.4, x.shape[1])) for i in range(3)}
+    target = 0.3 + 0.5 * devices["dev0_ms"] + 0.8 * devices["dev2_ms"]  # a mix of the prior devices
+    pd.DataFrame({"arch": strings, **devices}).to_csv(tmp_path / "prior.csv", index=False)
+    few = rng.choice(len(archs), 4, replace=False)  # fewer than the 6 directions the layers span
+    pd.DataFrame({"arch": [strings[i] for i in few], "target_ms": target[few]}).to_csv(
+        tmp_path / "few.csv", index=False
+    )
+    pd.DataFrame({"arch": strings, "target_ms": target}).to_csv(tmp_path / "all.csv", index=False)
+    space_file = str(SPACES / "cell-digits.yaml")
+    quality = {}
+    for label, prior in (("prior", tmp_path / "prior.csv"), ("alone", None)):
+        out = tmp_path / label
+        fit_from_table(space_file, tmp_path / "few.csv", "arch", "target_ms", "fewshot_latency", out, prior)
+        predict_from_table(out, tmp_path / "all.csv", "arch", tmp_path / f"{label}.csv")
+        predicted = pd.read_csv(tmp_path / f"{label}.csv")["predicted"].to_numpy()
+        quality[label] = latency_metrics(target, predicted)["within_10pct"]
+    assert quality["prior"] > 0.95
+    assert quality["prior"] > quality["alone"]
