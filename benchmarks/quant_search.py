@@ -23,7 +23,6 @@ import copy
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,10 +69,8 @@ def main() -> None:
     from nasplat_estimators.analytical import AnalyticalCostModel
     from nasplat_estimators.roofline import RooflineCostModel
 
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = Path(args.out)  # an existing run folder is continued: no retraining, finished trials kept
+    out.mkdir(parents=True, exist_ok=True)
     space = load_space("quant-resnet8-fmnist")
     data = {"name": "fashion_mnist", "n_train": args.n_train, "n_val": args.n_val, "batch_size": 128}
     run = parse_run(
@@ -212,7 +209,7 @@ def main() -> None:
         t1 = time.perf_counter()
         res = export_bundle(
             supernet, arch, bundle, metrics={"test_accuracy_estimate": estimate}, provenance={"benchmark": "quant"},
-            example_input=next(val.batches(4, seed=None, shuffle=False))[0], onnx=True,
+            example_input=next(val.batches(4, seed=None, shuffle=False))[0], onnx=True, overwrite=True,
             extras=space.family.bundle_extras(space, arch),
         )  # fmt: skip
         export_s = time.perf_counter() - t1
