@@ -293,8 +293,8 @@ class ZeroCostPredictor(Predictor):
     name: ClassVar[str] = "zc"
     proxy: ClassVar[str] = "synflow"
 
-    def __init__(self, *, seed: int = 0, batch_size: int = 16, data: str = "noise") -> None:
-        self.settings = ZeroCostSettings(seed=seed, batch_size=batch_size, data=data)
+    def __init__(self, *, seed: int = 0, batch_size: int = 16, data: str = "noise", device: str = "cpu") -> None:
+        self.settings = ZeroCostSettings(seed=seed, batch_size=batch_size, data=data, device=device)
         self._fitted: dict[str, Any] | None = None
 
     def params(self) -> dict[str, Any]:
