@@ -1290,14 +1290,20 @@ def _records(value: Any) -> list[dict[str, Any]]:
 def training_frame(storage: Storage | str, study: str) -> pd.DataFrame:
     """Supernet training per epoch (``epoch``, ``loss``, and ``accuracy``, ``lr``, ``seconds``... if recorded).
 
-    From the study's ``supernet_history`` (or ``training_history``) attribute; else from the ``history`` of the
+    From the study's per-epoch rows (``supernet:epoch:NNNN`` attributes, written as training runs), else its
+    ``supernet_history`` (or ``training_history``) attribute; else from the ``history`` of the
     supernet checkpoint the study names, when that folder is readable here. ``frame.attrs["source"]`` says
     which. Empty when there is neither.
     """
     info = study_info(open_storage(storage), study)
     source = None
-    records: list[dict[str, Any]] = []
-    for key in ("supernet_history", "training_history"):
+    # one row per epoch, as supernet training records them (``supernet:epoch:NNNN``), when present
+    records: list[dict[str, Any]] = [
+        dict(v) for k, v in sorted(info.attrs.items()) if k.startswith("supernet:epoch:") and isinstance(v, dict)
+    ]
+    if records:
+        source = "the study's supernet:epoch rows"
+    for key in () if records else ("supernet_history", "training_history"):
         records = _records(info.attrs.get(key))
         if records:
             source = f"study attribute '{key}'"

@@ -322,7 +322,7 @@ def test_oneshot_training_history_and_export(oneshot: tuple[str, Path], tmp_path
     url, _folder = oneshot
     training = D.training_frame(url, "demo-oneshot")
     assert training["epoch"].tolist() == [1, 2] and (training["loss"] > 0).all()
-    assert "checkpoint" in training.attrs["source"]
+    assert "supernet:epoch" in training.attrs["source"]  # rows written while the supernet trained
     before = file_digest(url)
     front = D.pareto_frame(url, "demo-oneshot", ["accuracy", "macs"])
     number = int(front.loc[front["front"], "trial"].iloc[0])
@@ -519,3 +519,20 @@ def test_app_serves_pages(demo: str) -> None:
     assert page.status_code == 200 and b"nasplat dashboard" in page.data
     layout = client.get("/_dash-layout").get_json()
     assert D.safe_url(demo) in json.dumps(layout)
+
+
+def test_training_frame_reads_the_epoch_rows_supernet_training_writes(tmp_path: Path) -> None:
+    from nasplat.space import load_space
+    from nasplat.study import record_supernet_epoch
+
+    space = load_space(Path(__file__).parent / "spaces" / "cell-digits.yaml")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    objectives = [{"metric": "accuracy", "direction": "maximize", "cost_model": None, "device": None}]
+    for epoch, loss in ((2, 1.5), (1, 2.0)):  # written out of order, read in epoch order
+        record = {"epoch": epoch, "loss": loss, "images_per_s": 100.0 * epoch, "subnet_accuracy": 10.0 * epoch}
+        record_supernet_epoch(url, "train", space_spec=space.spec.model_dump(mode="json"), space_file=str(space.path),
+                              objectives=objectives, record=record, checkpoint=tmp_path / "ckpt")  # fmt: skip
+    frame = D.training_frame(url, "train")
+    assert frame["epoch"].tolist() == [1, 2] and frame["loss"].tolist() == [2.0, 1.5]
+    fig = F.training_figure(frame)
+    assert {t.name for t in fig.data} == {"loss", "subnet_accuracy"}
