@@ -5,6 +5,7 @@ weights exported, an interrupted run resumed without repeating finished work, on
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -78,16 +79,34 @@ def _nasplat(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)  # fmt: skip
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
+def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    """Run the command line in this process, through its own entry point (error handling included)."""
+    from nasplat.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["nasplat", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line_error(code: int, out: str, err: str) -> str:
+    assert code != 0
+    assert "Traceback" not in err + out
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
     return lines[0]
 
 
 @pytest.mark.slow
-def test_finetune_writes_back_to_the_original_trials_and_export_ships_it(tiny: dict, tmp_path: Path) -> None:
+def test_finetune_writes_back_to_the_original_trials_and_export_ships_it(
+    tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from nasplat.distributed import connect_ray
 
     url = str(tiny["url"])
@@ -131,7 +150,7 @@ def test_finetune_writes_back_to_the_original_trials_and_export_ships_it(tiny: d
     standalone = [tuned[n].user_attrs["finetune:accuracy"] for n in picks]
     tau = study.user_attrs["finetune:kendall_tau"]
     expected = kendalltau(inherited, standalone).statistic
-    assert (tau is None and expected != expected) or tau == pytest.approx(expected)
+    assert (tau is None and math.isnan(expected)) or tau == pytest.approx(expected)
     summary = study.user_attrs["finetune:summary"]
     assert summary["trials"] == picks and summary["finetuned"] == standalone and summary["from_scratch"] is False
     assert any("Kendall tau" in line for line in logs)
@@ -142,9 +161,9 @@ def test_finetune_writes_back_to_the_original_trials_and_export_ships_it(tiny: d
     for _, r in by_ft.iterrows():
         assert r["accuracy"] == tuned[r["trial"]].user_attrs["finetune:accuracy"]
         assert r["inherited:accuracy"] == tuned[r["trial"]].user_attrs["metric:accuracy"]
-    proc = _nasplat("pareto", "--storage", url, "--study", STUDY, "--by", "finetuned")
-    assert proc.returncode == 0, proc.stderr
-    assert "by fine-tuned values" in proc.stdout and "inherited:accuracy" in proc.stdout
+    code, out, err = _cli(capsys, monkeypatch, "pareto", "--storage", url, "--study", STUDY, "--by", "finetuned")
+    assert code == 0, err
+    assert "by fine-tuned values" in out and "inherited:accuracy" in out
 
     # the inherited start is the supernet's own path (BN recalibrated as for export), not a re-initialised net
     n = picks[0]
@@ -187,7 +206,7 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     picks = _ranked(study)[-2:]  # not the trials of the test above
     out = tmp_path / "runs"
     args = ["finetune", "--storage", url, "--study", STUDY, "--trials", ",".join(map(str, picks)), "--from-scratch",
-            "--epochs", "3", "--samples", "2", "--out", str(out), "--quiet"]  # fmt: skip
+            "--epochs", "2", "--samples", "2", "--out", str(out), "--quiet"]  # fmt: skip
     env = {**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
     exp = out / "scratch" / "tune"
     with open(tmp_path / "first.out", "w") as fout, open(tmp_path / "first.err", "w") as ferr:
@@ -205,6 +224,14 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     saved = ExperimentAnalysis(str(exp)).trials
     finished = {t.trial_id: (Path(t.path) / "result.json").read_text() for t in saved if t.status == "TERMINATED"}
     assert len(finished) < len(saved) == 4
+    checkpoints = {}  # epochs held by each trial's checkpoint in the saved experiment state
+    for t in saved:
+        if t.checkpoint is not None:
+            checkpoints[t.trial_id] = json.loads((Path(t.checkpoint.path) / "state.json").read_text())["epoch"]
+    reported = {}  # result lines each trial had written when interrupted
+    for t in saved:
+        results = Path(t.path) / "result.json" if t.path else None
+        reported[t.trial_id] = len(results.read_text().splitlines()) if results and results.is_file() else 0
     assert not any("finetune:accuracy" in _study(url).trials[n].user_attrs for n in picks)  # nothing written yet
 
     proc2 = _nasplat(*args)
@@ -213,11 +240,19 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     resumed = ExperimentAnalysis(str(exp)).trials
     assert len(resumed) == 4 and all(t.status == "TERMINATED" for t in resumed)
     for t in resumed:
-        lines = (Path(t.path) / "result.json").read_text().splitlines()
-        iterations = [json.loads(line)["training_iteration"] for line in lines]
-        assert iterations == list(range(1, len(iterations) + 1)), iterations  # no epoch trained twice
+        text = (Path(t.path) / "result.json").read_text()
         if t.trial_id in finished:  # finished before the interrupt: not run again
-            assert (Path(t.path) / "result.json").read_text() == finished[t.trial_id]
+            assert text == finished[t.trial_id]
+            continue
+        # an unfinished trial goes on from the checkpoint the saved experiment knew (Tune's restore), so its
+        # epochs after the resume start right after that checkpoint's, not from the first epoch again
+        iterations = [json.loads(line)["training_iteration"] for line in text.splitlines()]
+        done_before = checkpoints.get(t.trial_id, 0)
+        new = iterations[reported.get(t.trial_id, 0) :]
+        if new:
+            assert new == list(range(done_before + 1, done_before + 1 + len(new))), (iterations, done_before)
+        else:  # it had reported its last epoch before the interrupt: nothing left to train
+            assert iterations and iterations[-1] == t.config["epochs"], iterations
 
     study = _study(url)
     for n in picks:
@@ -235,7 +270,9 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     assert weights and not any(torch.equal(fresh[k], inherited[k]) for k in weights)
 
 
-def test_selection_and_settings_errors(tiny: dict, tmp_path: Path) -> None:
+def test_selection_and_settings_errors(
+    tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "copy.db"
     shutil.copyfile(Path(str(tiny["pristine"])), db)
     url = f"sqlite:///{db}"
@@ -251,9 +288,16 @@ def test_selection_and_settings_errors(tiny: dict, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="epoch_choices"):
         FinetuneSettings(epochs=2, epoch_choices=(3,))
 
-    line = _one_line_error(_nasplat("finetune", "--storage", url, "--study", STUDY, "--trials", "0,99"))
+    line = _one_line_error(
+        *_cli(capsys, monkeypatch, "finetune", "--storage", url, "--study", STUDY, "--trials", "0,99")
+    )
     assert "has no trial 99" in line
-    line = _one_line_error(_nasplat("finetune", "--storage", url, "--study", STUDY, "--trials", str(failed.number)))
+    bad = str(failed.number)
+    line = _one_line_error(*_cli(capsys, monkeypatch, "finetune", "--storage", url, "--study", STUDY, "--trials", bad))
     assert f"trial {failed.number} is FAIL, not COMPLETE" in line
-    line = _one_line_error(_nasplat("pareto", "--storage", url, "--study", STUDY, "--by", "finetuned"))
+    line = _one_line_error(
+        *_cli(capsys, monkeypatch, "pareto", "--storage", url, "--study", STUDY, "--by", "finetuned")
+    )
     assert "run 'nasplat finetune' first" in line
+    line = _one_line_error(*_cli(capsys, monkeypatch, "finetune", "--storage", url, "--lr-min", "1", "--lr-max", "0.1"))
+    assert "lr_min" in line
