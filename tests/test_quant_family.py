@@ -63,6 +63,8 @@ def test_spaces_load_and_string_round_trip() -> None:
     assert " :: " in joint.to_string(arch) and joint.to_string(arch).startswith("|")
     shipped = load_space("quant-resnet8-fmnist")
     assert len(shipped.dimensions) == 20
+    joint_shipped = load_space("quant-nb201-cpu")  # joint search over the nb201-cpu cells
+    assert len(joint_shipped.dimensions) == 6 + 14
 
 
 def _write(tmp_path: Path, data: dict) -> Path:  # type: ignore[type-arg]
