@@ -27,6 +27,10 @@ Layout of a run (``<study run dir>/finetune/<name>/``, ``name`` is ``finetune`` 
     tune/                         Ray Tune's experiment: per-epoch checkpoints, restored after an interruption
     finalists/trial-<n>/          the winning weights, module.json and result.json of each architecture
 
+With ``--ray-address`` on a cluster of several machines, the run folder must be on storage every node
+sees (Tune's own requirement for its ``storage_path``): trials read ``setup.json`` and the starting weights
+from it.
+
 Checkpoints hold safetensors weights and an optimizer state read back with ``torch.load(weights_only=True)``;
 nothing is unpickled without restriction. Ray is imported only when a run starts.
 """
