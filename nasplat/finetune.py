@@ -525,6 +525,7 @@ def _collect(
         if not candidates:
             why = f": {errors[0]}" if errors else ""
             raise NasplatError(f"no Tune trial of study trial {number} finished{why}")
+        candidates.sort(key=lambda r: str(r.metrics.get("trial_id")))  # ties go to the first Tune trial, always
         best = max(candidates, key=lambda r: (sign * float(r.metrics[metric]), int(r.metrics["training_iteration"])))
         target = run_dir / "finalists" / f"trial-{number}"
         target.mkdir(parents=True, exist_ok=True)
