@@ -227,7 +227,8 @@ def run_search(
     )  # fmt: skip
     want = trials if trials is not None else run.trials
     cache: dict[str, dict[str, Any]] = {}
-    done, _running = _progress(study, cache)
+    done, _running = _progress(study, space, cache)
+    rejected = 0
     provenance = {
         **estimator.provenance(),
         "space": space.name,
@@ -245,7 +246,7 @@ def run_search(
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
             fail_silent_trials(study, run.grace_s)  # ...including ones killed before their first heartbeat
-        done, running = _progress(study, cache)
+        done, running = _progress(study, space, cache)
         if done >= want:
             break
         n = min(run.batch_size, want - done - running)
@@ -259,12 +260,25 @@ def run_search(
                 # beat at once: a trial that never beat is never found stale (Optuna's rule), so a worker
                 # killed right here would otherwise hold that trial's budget for ever
                 storage.record_heartbeat(trial._trial_id)
-                asked.append((trial, suggest_architecture(trial, space)))
+                arch = suggest_architecture(trial, space)
+                if not space.satisfies(arch.as_dict()):  # outside the space's constraints: never evaluated
+                    trial.set_user_attr("rejected", "breaks the space's constraints")
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    rejected += 1
+                    if rejected > 100 * max(want, 1):
+                        raise NasplatError(
+                            f"the sampler proposed {rejected} architectures outside space '{space.name}''s "
+                            "constraints; loosen the constraints or use a sampler that respects them (evolution)"
+                        )
+                    continue
+                asked.append((trial, arch))
         told: set[int] = set()
         beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
         try:
-            fresh = [a for _, a in asked if a.key not in cache]
-            unique = list(dict.fromkeys(fresh))
+            # networks that compute the same function (the family's canonical form) are measured once
+            canon = {a: space.family.canonical(space, a).key for _, a in asked}
+            fresh = [a for _, a in asked if canon[a] not in cache]
+            unique = list({canon[a]: a for a in fresh}.values())
             t_eval = time.perf_counter()
             measured = estimator.evaluate(unique) if unique else []
             per_arch_s = (time.perf_counter() - t_eval) / max(len(unique), 1)
@@ -273,9 +287,9 @@ def run_search(
                     costs = model.estimate(space, arch, dev)
                     metrics.update({f"{k}@{dev}" if dev else k: v for k, v in costs.items()})
                 metrics["eval_seconds"] = per_arch_s
-                cache[arch.key] = metrics
+                cache[canon[arch]] = metrics
             for trial, arch in asked:
-                metrics = cache[arch.key]
+                metrics = dict(cache[canon[arch]])
                 record_result(trial, space, arch, metrics, provenance)
                 for c in run.constraints:
                     trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
@@ -289,7 +303,9 @@ def run_search(
         finally:
             beat.stop()
         evaluated_now += len(unique)
-        log(f"  {_progress(study, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)")
+        log(
+            f"  {_progress(study, space, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)"
+        )
     return SearchResult(
         study_name=run.study,
         storage_url=run.storage_url,
@@ -327,7 +343,7 @@ class Heartbeat:
         self._thread.join()
 
 
-def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
+def _progress(study: optuna.Study, space: SearchSpace, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
     """(completed, running) trial counts; completed trials' metrics are added to ``cache``."""
     import optuna
 
@@ -342,6 +358,8 @@ def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[in
             continue
         done += 1
         key = t.user_attrs.get("arch_key")
+        if key:
+            key = space.family.canonical(space, space.from_key(str(key))).key
         if key and key not in cache:
             cache[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     return done, running
