@@ -110,7 +110,7 @@ def report(path: Path, study: Any, result: Any, finalists: list[int], args: argp
         macs = t.user_attrs.get("metric:macs")
         c = r["config"]
         lines.append(
-            f"| {r['trial']} | `{r['arch']}` | {_f(None if macs is None else macs / 1e6, 2)} | {_f(r['inherited'], 1)} "
+            f"| {r['trial']} | `{r['arch'].replace('|', chr(92) + '|')}` | {_f(None if macs is None else macs / 1e6, 2)} | {_f(r['inherited'], 1)} "
             f"| {_f(r['val'].get('accuracy'), 1)} | {_f(r['test'].get('accuracy'), 1)} | {c['lr']:.3g} "
             f"| {c['weight_decay']:.2g} | {c['epochs_trained']}/{c['epochs']} |"
         )
@@ -118,6 +118,12 @@ def report(path: Path, study: Any, result: Any, finalists: list[int], args: argp
         "",
         "Validation accuracy is on the search's held-out training images (the same images the inherited",
         "accuracy was measured on); test accuracy is on CIFAR-10's official test split, which no choice used.",
+        "",
+        "Read the numbers as a CPU-sized run of the whole loop, not as NAS-Bench-201 accuracies: the supernet and",
+        "the stand-alone networks train for a few epochs on a few thousand images on two shared CPU cores, so",
+        "every accuracy is far from converged and the inherited values of the finalists lie within a few points.",
+        "With so few epochs the tau mostly says whether the supernet's order survives a short fine-tune;",
+        "longer runs (`--n-train 50000 --supernet-epochs 50 --epochs 30 --samples 4`) are the real test.",
         "",
         "Reproduce:",
         "",
