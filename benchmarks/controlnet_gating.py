@@ -375,7 +375,7 @@ def write_report(
         "",
         "```bash",
         "python -m nasplat_search_spaces.controlnet.base controlnet-fmnist --steps 1000   # the frozen base",
-        "nasplat search run.yaml",
+        "nasplat search run.yaml   # note: the trainer's SGD learns the control slowly (see above)",
         "```",
         "",
         "```yaml",
