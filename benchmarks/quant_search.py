@@ -100,6 +100,9 @@ def main() -> None:
 
     study = load_study(make_storage(run.storage_url), "quant")
     trials = [t for t in study.trials if t.state.name == "COMPLETE"]
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    eval_s = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
     archs = [space.from_key(str(t.user_attrs["arch_key"])) for t in trials]
     vals = [(float(t.values[0]), float(t.values[1])) for t in trials]
     # one row per architecture (a policy evaluated twice keeps its first value)
@@ -161,7 +164,19 @@ def main() -> None:
         front.append(row)
 
     # ten front policies: inherited vs fine-tuned test accuracy
-    pick = front_idx if len(front_idx) <= 10 else [front_idx[round(k)] for k in np.linspace(0, len(front_idx) - 1, 10)]
+    # ten policies: spread over the front, or the whole front topped up from the next non-dominated layers
+    front_level = dict.fromkeys(front_idx, 1)
+    if len(front_idx) >= 10:
+        pick = [front_idx[round(k)] for k in np.linspace(0, len(front_idx) - 1, 10)]
+    else:
+        pick, remaining, level = [], list(uniq), 0
+        while remaining and len(pick) < 10:
+            level += 1
+            layer = [remaining[k] for k in pareto([vals[i] for i in remaining])]
+            for i in layer[: 10 - len(pick)]:
+                front_level[i] = level
+                pick.append(i)
+            remaining = [i for i in remaining if i not in layer]
     finetune = []
     for n, i in enumerate(pick):
         arch = archs[i]
@@ -185,7 +200,8 @@ def main() -> None:
             steps += 1
         ft_s = time.perf_counter() - t1
         after = evaluate_subnet(net, arch, task, test, train, batch_size=256, calib_batches=args.calib_batches)
-        row = {"string": space.to_string(arch), "model_bits": costs(arch)["model_bits"], "inherited_test_acc": before}
+        row = {"string": space.to_string(arch), "model_bits": costs(arch)["model_bits"], "val_acc": vals[i][0]}
+        row.update({"front_level": front_level[i], "inherited_test_acc": before})
         row.update({"finetuned_test_acc": float(after["accuracy"]), "finetune_s": ft_s, "steps": steps})
         finetune.append(row)
         print("finetune", row, flush=True)
@@ -193,7 +209,7 @@ def main() -> None:
     # export three front policies and check the bundle's test accuracy against the supernet's estimate
     exports = []
     gen = torch.Generator().manual_seed(0)
-    for i in [pick[0], pick[len(pick) // 2], pick[-1]]:
+    for i in [front_idx[0], front_idx[len(front_idx) // 2], front_idx[-1]]:
         arch = archs[i]
 
         def forward(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
@@ -243,6 +259,7 @@ def main() -> None:
         "settings": vars(args),
         "search_s": search_s,
         "supernet_train_s": train_s,
+        "trial_evaluation_s": eval_s,
         "train_history": state["history"],
         "trials": len(trials),
         "unique_policies": len(uniq),
@@ -258,7 +275,8 @@ def main() -> None:
 
 def print_tables(r: dict[str, Any]) -> None:
     print(
-        f"\nsupernet training {r['supernet_train_s']:.0f} s; whole search {r['search_s']:.0f} s; {r['trials']} trials\n"
+        f"\nsupernet training {r['supernet_train_s']:.0f} s; evaluating {r['trials']} trials "
+        f"{r['trial_evaluation_s']:.0f} s; this invocation's run_search {r['search_s']:.0f} s\n"
     )
     print("| policy | val acc % | test acc % | model bits | BOPs | roofline ms (x86) |")
     print("| --- | --- | --- | --- | --- | --- |")
