@@ -265,7 +265,7 @@ def prepare_finalists(
         load_checkpoint(supernet, Path(ckpt))
     train, _ = load_splits(data)
     options = (run_spec.get("estimator") or {}).get("options") or {}
-    calib = settings.calib_batches or int(options.get("calib_batches", 10))
+    calib = settings.calib_batches if settings.calib_batches is not None else int(options.get("calib_batches", 10))
     task = space.family.task(space)
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
@@ -282,8 +282,9 @@ def prepare_finalists(
             def forward(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
                 return task.loss(model, batch, gen)  # noqa: B023 - used at once, inside this iteration
 
-            batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
-            recalibrate_bn(supernet, batches, calib, arch=arch, forward=forward)
+            if calib > 0:  # 0: the study kept the stored statistics
+                batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
+                recalibrate_bn(supernet, batches, calib, arch=arch, forward=forward)
             module = supernet.extract(arch)
         save_module(module, target, {"arch_key": arch.key, "trial": t.number})
         out[str(t.number)] = {"init": str(target.resolve()), "arch_key": arch.key, "arch": space.to_string(arch)}

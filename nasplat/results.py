@@ -106,8 +106,9 @@ def export_trial(
     def forward(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
         return task.loss(model, batch, gen)
 
-    batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
-    recalibrate_bn(supernet, batches, calib_batches, arch=arch, forward=forward)
+    if calib_batches > 0:  # 0: keep the stored statistics (as the estimator does)
+        batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
+        recalibrate_bn(supernet, batches, calib_batches, arch=arch, forward=forward)
     example = task.model_inputs(next(val.batches(2, seed=0, shuffle=False)))
     metrics = {k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     provenance = dict(trial.user_attrs.get("provenance") or {})

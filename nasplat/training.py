@@ -52,7 +52,7 @@ _SEED_TAG_DATA, _SEED_TAG_PATHS, _SEED_TAG_TASK, _SEED_TAG_PROGRESS = 0, 1, 2, 3
 
 
 class TrainSettings(BaseModel):
-    """Hyper-parameters of supernet training (SGD, linear warm-up then cosine decay, set per step)."""
+    """Hyper-parameters of supernet training (SGD or AdamW, linear warm-up then cosine decay, set per step)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +62,9 @@ class TrainSettings(BaseModel):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0, description="applied to weights with 2+ dims, not to BN/bias")
     nesterov: bool = True
+    optimizer: Literal["sgd", "adamw"] = Field(
+        default="sgd", description="sgd (momentum, nesterov) or adamw (betas 0.9/0.999; momentum ignored)"
+    )
     warmup_epochs: float = Field(default=0.0, ge=0)
     strategy: str = "uniform"
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
@@ -292,13 +295,15 @@ def lr_at(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
     return 0.5 * settings.lr * (1.0 + math.cos(math.pi * (step - warmup) / span))
 
 
-def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
+def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": settings.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=settings.lr)
     return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov)
 
 

@@ -124,13 +124,15 @@ def test_attentive_trains_paths_on_the_cost_loss_front(
         make_strategy("attentive", space, {"candidatez": 3})
 
 
-@pytest.mark.parametrize("name", ["sandwich", "fair", "attentive"])
+@pytest.mark.parametrize(
+    ("name", "optimizer"), [("sandwich", "sgd"), ("fair", "sgd"), ("attentive", "sgd"), ("uniform", "adamw")]
+)
 def test_every_strategy_trains_and_resumes_exactly(
-    name: str, space: SearchSpace, digits: tuple[ArrayDataset, ArrayDataset], tmp_path: Path
+    name: str, optimizer: str, space: SearchSpace, digits: tuple[ArrayDataset, ArrayDataset], tmp_path: Path
 ) -> None:
     train = digits[0]
     task = space.family.task(space)
-    s = settings(strategy=name)
+    s = settings(strategy=name, optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.003)
     full = train_supernet(space.family.build_supernet(space, seed=0), task, train, s, tmp_path / "a", progress=False)
     assert full.history[-1]["paths_per_step"] >= 1
 
