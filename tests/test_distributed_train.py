@@ -155,3 +155,24 @@ def test_killed_worker_and_killed_driver_lose_no_epoch(tmp_path: Path) -> None:
     frame = supernet_frame(study)
     assert sorted(frame["epoch"].astype(int)) == list(range(1, epochs + 1))
     assert (frame["workers"] == 2).all() and frame["images_per_s"].gt(0).all()
+
+
+def test_every_family_trains_on_two_ray_workers(tmp_path: Path) -> None:
+    """The hybrid (elastic widths, sandwich rule) and quantization-policy families train through the same Ray
+    Train path: replicas stay identical and the checkpoint loads into a fresh supernet."""
+    from nasplat.training import load_checkpoint
+
+    spaces = Path(__file__).parent / "spaces"
+    cases = [
+        ("hybrid-tiny.yaml", {"strategy": "sandwich", "strategy_options": {"n_random": 1}}),
+        ("quant-resnet-digits.yaml", {"strategy": "uniform"}),
+    ]
+    for name, extra in cases:
+        space = load_space(spaces / name)
+        data = DataSpec(name="digits", n_val=200, batch_size=32)
+        settings = TrainSettings(epochs=1, batch_size=32, lr=0.05, max_steps_per_epoch=3, seed=1, **extra)
+        result = train_supernet_ray(space, data, settings, tmp_path / name, workers=2)
+        (record,) = result.history
+        assert record["workers"] == 2 and record["steps"] == 3, name
+        fresh = space.family.build_supernet(space, seed=99)
+        assert load_checkpoint(fresh, result.checkpoint)["epochs_done"] == 1
