@@ -209,7 +209,8 @@ def test_prediction_quality() -> None:
 
 def test_unknown_predictor_lists_the_allowed_ones() -> None:
     with pytest.raises(
-        NasplatError, match=r"unknown predictor 'nope'; allowed: auto, auto_zc, fewshot_latency, gbdt, gp, mlp, mlp_rank"
+        NasplatError,
+        match=r"unknown predictor 'nope'; allowed: auto, auto_zc, fewshot_latency, gbdt, gp, mlp, mlp_rank",
     ):
         make_predictor("nope")
 
