@@ -121,23 +121,24 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: 
         "",
         f"Supernet: `nb201-cifar-cpu` (NAS-Bench-201's 15,625 cells, 8-channel stem, 3 stages of 1 cell). Training: "
         f"{args.n_train} CIFAR-10 training images (random crop + flip), batch {args.batch}, SGD lr {args.lr} with "
-        f"1 warm-up epoch and cosine decay, {args.epochs} epochs; every strategy gets the same number of path-steps "
+        f"1 warm-up epoch and cosine decay, for the epochs in the table; at each budget every strategy gets the "
+        "same number of path-steps "
         "(sandwich and fair train 4 and 5 paths per step, so they take proportionally fewer steps). Evaluation: "
         f"{args.cells} cells drawn once (seed 0) from the table, inherited weights, BatchNorm recalibrated on 5 "
         f"batches, accuracy on {args.n_val} held-out training images; ground truth: NAS-Bench-201's `val_acc` "
         "(12-epoch CIFAR-10 table).",
         "",
-        "| strategy | Kendall tau | Spearman rho | top-10 precision | path-steps | train CPU min | eval CPU min | mean inherited acc |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| epochs | strategy | Kendall tau | Spearman rho | top-10 precision | path-steps | train CPU min | eval CPU min | mean inherited acc |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["epochs"], list(PATHS_PER_STEP).index(r["strategy"]))):
         lines.append(
-            f"| {r['strategy']} | {r['kendall_tau']:.3f} | {r['spearman_rho']:.3f} | {r['top10_precision']:.1f} | "
+            f"| {r['epochs']} | {r['strategy']} | {r['kendall_tau']:.3f} | {r['spearman_rho']:.3f} | {r['top10_precision']:.1f} | "
             f"{r['path_steps']:,} | {r['train_cpu_min']:.1f} | {r['eval_cpu_min']:.1f} | {r['mean_inherited_acc']:.1f} % |"
         )
     lines += [
         "",
-        f"Total wall time {seconds / 60:.0f} min. Published one-shot results on this space land around Kendall tau "
+        "Published one-shot results on this space land around Kendall tau "
         "0.5 to 0.7 with full-size supernets trained for hours on GPUs; the numbers above come from a network 2x "
         "narrower and 5x shallower than NAS-Bench-201's, trained for minutes on a CPU.",
         "",
@@ -159,6 +160,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--results", default=str(REPO / "nasplat-runs" / "bench-supernet"))
     ap.add_argument("--report", default=str(REPO / "docs" / "bench-supernet.md"))
+    ap.add_argument("--compare", action="append", default=[], help="results folder of another budget to report too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
@@ -180,6 +182,11 @@ def main() -> None:
             rows.append({k: v for k, v in json.loads(done.read_text()).items() if k != "accuracies"})
             continue
         rows.append(run_strategy(name, args, cells, truth, out))
+    for folder in args.compare:  # other budgets, same cells and data
+        for name in args.strategies.split(","):
+            done = Path(folder) / f"{name}.json"
+            if done.is_file():
+                rows.append({k: v for k, v in json.loads(done.read_text()).items() if k != "accuracies"})
     write_report(rows, args, time.perf_counter() - t0)
 
 
