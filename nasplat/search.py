@@ -275,10 +275,10 @@ def run_search(
         told: set[int] = set()
         beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
         try:
-            # networks that compute the same function (the family's canonical form) are measured once
-            canon = {a: space.family.canonical(space, a).key for _, a in asked}
-            fresh = [a for _, a in asked if canon[a] not in cache]
-            unique = list({canon[a]: a for a in fresh}.values())
+            # each architecture is measured once (by key, not by the family's canonical form: a table or an
+            # estimator may tell equivalent networks apart, as NAS-Bench-201's separately trained cells do)
+            fresh = [a for _, a in asked if a.key not in cache]
+            unique = list(dict.fromkeys(fresh))
             t_eval = time.perf_counter()
             measured = estimator.evaluate(unique) if unique else []
             per_arch_s = (time.perf_counter() - t_eval) / max(len(unique), 1)
@@ -287,9 +287,9 @@ def run_search(
                     costs = model.estimate(space, arch, dev)
                     metrics.update({f"{k}@{dev}" if dev else k: v for k, v in costs.items()})
                 metrics["eval_seconds"] = per_arch_s
-                cache[canon[arch]] = metrics
+                cache[arch.key] = metrics
             for trial, arch in asked:
-                metrics = dict(cache[canon[arch]])
+                metrics = dict(cache[arch.key])
                 record_result(trial, space, arch, metrics, provenance)
                 for c in run.constraints:
                     trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
@@ -358,8 +358,6 @@ def _progress(study: optuna.Study, space: SearchSpace, cache: dict[str, dict[str
             continue
         done += 1
         key = t.user_attrs.get("arch_key")
-        if key:
-            key = space.family.canonical(space, space.from_key(str(key))).key
         if key and key not in cache:
             cache[key] = {k[len(METRIC_PREFIX) :]: v for k, v in t.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     return done, running

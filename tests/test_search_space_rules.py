@@ -1,4 +1,4 @@
-"""A search respects the space's constraints and measures each distinct network once."""
+"""A search respects the space's constraints: proposals outside them are pruned, never evaluated."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nasplat.space import load_space
 SPACE = Path(__file__).parent / "spaces" / "cell-digits.yaml"
 
 
-def test_constrained_space_search_rejects_proposals_and_dedupes_equivalent_cells(tmp_path: Path) -> None:
+def test_constrained_space_search_rejects_proposals_outside_the_constraints(tmp_path: Path) -> None:
     spec = yaml.safe_load(SPACE.read_text())
     spec["name"] = "cell-digits-constrained"
     spec["constraints"] = ["cell.edge_1_0 != 'none'", "cell.edge_3_2 != 'none'"]
@@ -42,9 +42,3 @@ def test_constrained_space_search_rejects_proposals_and_dedupes_equivalent_cells
     assert rejected and all(t.user_attrs["rejected"] for t in rejected)  # random proposes ~36 % outside
     for t in done:
         assert space.satisfies(space.from_key(t.user_attrs["arch_key"]).as_dict())
-    # equivalent cells (same canonical form) carry the same measured metrics
-    by_class: dict[str, set[float]] = {}
-    for t in done:
-        canon = space.family.canonical(space, space.from_key(t.user_attrs["arch_key"])).key
-        by_class.setdefault(canon, set()).add(t.user_attrs["metric:accuracy"])
-    assert all(len(v) == 1 for v in by_class.values())
