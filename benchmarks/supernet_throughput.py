@@ -178,6 +178,57 @@ def nccl_step(space_name: str) -> dict[str, Any]:
         dist.destroy_process_group()
 
 
+def write_report(result: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Supernet training throughput",
+        "",
+        f"Produced by `benchmarks/supernet_throughput.py` (`{' '.join(result['argv']) or 'defaults'}`), "
+        f"{time.strftime('%Y-%m-%d')}, on {result['machine']} (load average {os.getloadavg()[0]:.1f} at the end).",
+    ]
+    for key in ("sharing_fp32", "sharing_bf16"):
+        part = result.get(key)
+        if not part:
+            continue
+        lines += [
+            "",
+            f"## Weight-sharing overhead ({part['space']}, {part['device']}, {part['precision']}, batch {part['batch']})",
+            "",
+            "Training steps per second of the supernet with the cell active (nasplat's step: `PathsLoss` + SGD) and "
+            "of the same cell extracted as a plain module in a plain PyTorch loop, same batches, same process. "
+            "Ratio = plain / supernet (1.0: sharing costs nothing).",
+            "",
+            "| cell | supernet steps/s | plain steps/s | supernet img/s | plain img/s | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in part["rows"]:
+            cell = r["arch"].replace("|", "\\|")
+            lines.append(
+                f"| `{cell}` | {r['supernet_steps_per_s']:.2f} | {r['plain_steps_per_s']:.2f} | "
+                f"{r['supernet_images_per_s']:.0f} | {r['plain_images_per_s']:.0f} | {r['overhead_ratio']:.2f} |"
+            )
+        lines += ["", f"Median ratio: **{part['median_overhead_ratio']:.2f}**."]
+    w = result.get("workers")
+    if w:
+        lines += [
+            "",
+            f"## 1 versus 2 Ray Train workers ({w['space']}, {w['dataset']}, {w['n_train']} images, global batch "
+            f"{w['global_batch']})",
+            "",
+            "Same data and global batch; 1 worker uses every core's threads, 2 workers split them (DDP over gloo). "
+            "Images/s is the median over epochs inside training; wall includes Ray Train's start-up.",
+            "",
+            "| workers | images/s | wall s | final loss |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for n in (1, 2):
+            r = w[f"workers_{n}"]
+            lines.append(f"| {n} | {r['images_per_s_median']:.0f} | {r['wall_s']:.1f} | {r['final_loss']:.3f} |")
+        lines += ["", f"2 over 1: **{w['speedup_2_over_1']:.2f}x**."]
+    if result.get("nccl"):
+        lines += ["", f"NCCL/DDP step on CUDA: {result['nccl']}."]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def machine(device: torch.device) -> str:
     text = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
     if device.type == "cuda":
@@ -197,10 +248,15 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "nasplat-runs" / "bench-throughput" / "results.json"))
+    ap.add_argument("--report", default=None, help="also write the results as a markdown page")
+    ap.add_argument("--from-results", action="store_true", help="only write --report from the --out file")
     args = ap.parse_args()
     device = torch.device(args.device)
     space = args.space or ("nb201" if device.type == "cuda" else "nb201-cpu")
     batch = args.batch or (256 if device.type == "cuda" else 64)
+    if args.from_results:
+        write_report(json.loads(Path(args.out).read_text()), Path(args.report))
+        return
     result: dict[str, Any] = {"machine": machine(device), "argv": sys.argv[1:]}
     if args.part in ("sharing", "all"):
         result["sharing_fp32"] = sharing(space, device, batch, args.archs, args.steps, "fp32")
@@ -214,6 +270,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"written: {out}")
+    if args.report:
+        write_report(result, Path(args.report))
+        print(f"written: {args.report}")
 
 
 if __name__ == "__main__":
