@@ -542,6 +542,17 @@ class SearchSpace:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def label_key_paths(space: SearchSpace) -> dict[str, tuple[int, str]]:
+    """Label -> (index in ``dimensions``, key path of the label's declaration), for families' error messages."""
+    out: dict[str, tuple[int, str]] = {}
+    for i, d in enumerate(space.spec.dimensions):
+        if d.label is not None:
+            out[d.label] = (i, f"dimensions[{i}].label")
+        for k, label in enumerate(d.labels or []):
+            out[label] = (i, f"dimensions[{i}].labels[{k}]")
+    return out
+
+
 def parse_space(data: dict[str, Any], file: str | None = None, path: Path | None = None) -> SearchSpace:
     """Validate a space declaration (already read as a mapping) and build the runtime space."""
     from nasplat import registry

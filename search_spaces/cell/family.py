@@ -17,7 +17,7 @@ from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
 from nasplat.family import Family, MacroSettings
 from nasplat.registry import register
-from nasplat.space import CategoricalDimension
+from nasplat.space import CategoricalDimension, label_key_paths
 from nasplat.supernet import seeded
 from nasplat.task import ClassificationTask
 
@@ -45,17 +45,6 @@ class CellMacro(MacroSettings):
     num_stages: int = Field(default=3, ge=1, description="stages; channels double between stages (NB201: 3)")
 
 
-def _dimension_keys(space: SearchSpace) -> dict[str, tuple[int, str]]:
-    """Label -> (index in ``dimensions``, key path of the label) for error messages."""
-    out: dict[str, tuple[int, str]] = {}
-    for i, d in enumerate(space.spec.dimensions):
-        if d.label is not None:
-            out[d.label] = (i, f"dimensions[{i}].label")
-        for k, label in enumerate(d.labels or []):
-            out[label] = (i, f"dimensions[{i}].labels[{k}]")
-    return out
-
-
 @register("family", "cell")
 class CellFamily(Family):
     """NAS-Bench-201-style cells in NB201's macro skeleton (see :mod:`.standalone` for the network)."""
@@ -66,7 +55,7 @@ class CellFamily(Family):
     # checks --------------------------------------------------------------------------------------------------
     def check_space(self, space: SearchSpace) -> None:
         file = str(space.path) if space.path else None
-        keys = _dimension_keys(space)
+        keys = label_key_paths(space)
         for label, (_, key) in keys.items():
             if label not in EDGE_LABELS:
                 raise SpecError(

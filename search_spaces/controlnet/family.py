@@ -40,7 +40,7 @@ from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
 from nasplat.family import Family, MacroSettings
 from nasplat.registry import register
-from nasplat.space import CategoricalDimension
+from nasplat.space import CategoricalDimension, label_key_paths
 from nasplat.supernet import seeded
 
 from .base import load_base
@@ -71,16 +71,6 @@ class ControlNetMacro(MacroSettings):
     fidelity_images: int = Field(default=32, ge=1, description="condition images whose samples are scored")
     eval_seed: int = Field(default=0, description="seed of evaluation noise and timesteps")
     base_weights: str = Field(min_length=1, description="the frozen base UNet (safetensors; relative to this file)")
-
-
-def _dimension_keys(space: SearchSpace) -> dict[str, tuple[int, str]]:
-    out: dict[str, tuple[int, str]] = {}
-    for i, d in enumerate(space.spec.dimensions):
-        if d.label is not None:
-            out[d.label] = (i, f"dimensions[{i}].label")
-        for k, label in enumerate(d.labels or []):
-            out[label] = (i, f"dimensions[{i}].labels[{k}]")
-    return out
 
 
 @register("family", "controlnet")
@@ -122,7 +112,7 @@ class ControlNetFamily(Family):
         if macro.beta_end < macro.beta_start:
             raise SpecError(file, "macro.beta_end", f"must be >= beta_start ({macro.beta_start})")
         names = [LABEL_PREFIX + n for n in block_names(len(channels))]
-        keys = _dimension_keys(space)
+        keys = label_key_paths(space)
         for label, (_, key) in keys.items():
             if label not in names:
                 raise SpecError(

@@ -22,6 +22,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from nasplat.errors import SpecError
+from nasplat.space import label_key_paths
 
 from .standalone import BLOCK_TYPES
 
@@ -50,17 +51,6 @@ def mlp_hidden(ratio: float, width: int) -> int:
     return max(1, math.floor(float(ratio) * int(width) + 0.5))
 
 
-def _keys(space: SearchSpace) -> dict[str, str]:
-    """Label -> key path of its declaration (for error messages)."""
-    out: dict[str, str] = {}
-    for i, d in enumerate(space.spec.dimensions):
-        if d.label is not None:
-            out[d.label] = f"dimensions[{i}]"
-        for k, label in enumerate(d.labels or []):
-            out[label] = f"dimensions[{i}].labels[{k}]"
-    return out
-
-
 def counts(space: SearchSpace) -> tuple[int, int]:
     """(number of blocks, number of downsamples) of a checked space."""
     labels = set(space.labels)
@@ -76,7 +66,7 @@ def counts(space: SearchSpace) -> tuple[int, int]:
 def check(space: SearchSpace) -> None:
     """Raise :class:`SpecError` (file, key path, what was expected) unless the family can build ``space``."""
     file = space.file
-    keys = _keys(space)
+    keys = {label: path for label, (_i, path) in label_key_paths(space).items()}
     blocks: dict[int, set[str]] = {}
     downs: set[int] = set()
     for label, key in keys.items():

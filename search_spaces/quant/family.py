@@ -36,7 +36,7 @@ from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
 from nasplat.family import Family, MacroSettings
 from nasplat.registry import register
-from nasplat.space import OrdinalDimension
+from nasplat.space import OrdinalDimension, label_key_paths
 from nasplat.supernet import seeded
 from nasplat.task import ClassificationTask
 
@@ -280,16 +280,6 @@ def _slot_name(layer: str) -> str:
     return name if SLOT_PATTERN.match(name) else f"l_{name}"
 
 
-def _dimension_keys(space: SearchSpace) -> dict[str, tuple[int, str]]:
-    out: dict[str, tuple[int, str]] = {}
-    for i, d in enumerate(space.spec.dimensions):
-        if d.label is not None:
-            out[d.label] = (i, f"dimensions[{i}].label")
-        for k, label in enumerate(d.labels or []):
-            out[label] = (i, f"dimensions[{i}].labels[{k}]")
-    return out
-
-
 def _resolve_base_space(space: SearchSpace, name: str) -> SearchSpace:
     from nasplat.space import load_space
 
@@ -391,7 +381,7 @@ def make_plan(space: SearchSpace) -> QuantPlan:
         raise SpecError(file, "macro.bn_groups", "one group must hold float32 (it uses the BN's usual statistics)")
 
     # dimensions
-    keys = _dimension_keys(space)
+    keys = label_key_paths(space)
     policy_labels = {f"{POLICY_PREFIX}{s}.{x}" for s in slots for x in ("w", "a")}
     base_dims = {d.label: d for d in base.space.dimensions} if isinstance(base, SpaceBase) and base.labels else {}
     used_formats: set[str] = set()
