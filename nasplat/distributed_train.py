@@ -25,22 +25,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nasplat.errors import NasplatError
+from nasplat.training import TrainResult
 
 #: Ray Train run name inside the run folder: its checkpoints land in ``run_dir/checkpoints``.
 RAY_RUN_NAME = "checkpoints"
-
-
-@dataclass(frozen=True)
-class RayTrainResult:
-    epochs_done: int
-    checkpoint: Path
-    history: tuple[dict[str, Any], ...]
-    workers: int
 
 
 def _abs_sqlite(url: str | None) -> str | None:
@@ -202,7 +194,7 @@ def train_supernet_ray(
     storage: str | None = None,
     study: str | None = None,
     objectives: list[dict[str, Any]] | None = None,
-) -> RayTrainResult:
+) -> TrainResult:
     """Train ``space``'s supernet on ``workers`` Ray Train workers; resume from ``run_dir`` when it holds a
     checkpoint. ``data`` is a :class:`~nasplat.data.DataSpec`, ``settings`` a
     :class:`~nasplat.training.TrainSettings` (``batch_size`` per worker). ``use_gpu`` defaults to whether CUDA is
@@ -266,9 +258,4 @@ def train_supernet_ray(
     ckpt = resolve_checkpoint(run_dir)
     supernet = space.family.build_supernet(space, seed=settings.seed)
     state = load_checkpoint(supernet, ckpt)  # proves the checkpoint is complete and of this space
-    return RayTrainResult(
-        epochs_done=int(state["epochs_done"]),
-        checkpoint=ckpt,
-        history=tuple(state.get("history", [])),
-        workers=workers,
-    )
+    return TrainResult(epochs_done=int(state["epochs_done"]), checkpoint=ckpt, history=tuple(state.get("history", [])))

@@ -227,7 +227,7 @@ def run_search(
     )  # fmt: skip
     want = trials if trials is not None else run.trials
     cache: dict[str, dict[str, Any]] = {}
-    done, _running = _progress(study, space, cache)
+    done, _running = _progress(study, cache)
     rejected = 0
     provenance = {
         **estimator.provenance(),
@@ -246,7 +246,7 @@ def run_search(
         with quiet_optuna():
             optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
             fail_silent_trials(study, run.grace_s)  # ...including ones killed before their first heartbeat
-        done, running = _progress(study, space, cache)
+        done, running = _progress(study, cache)
         if done >= want:
             break
         n = min(run.batch_size, want - done - running)
@@ -303,9 +303,7 @@ def run_search(
         finally:
             beat.stop()
         evaluated_now += len(unique)
-        log(
-            f"  {_progress(study, space, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)"
-        )
+        log(f"  {_progress(study, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)")
     return SearchResult(
         study_name=run.study,
         storage_url=run.storage_url,
@@ -343,7 +341,7 @@ class Heartbeat:
         self._thread.join()
 
 
-def _progress(study: optuna.Study, space: SearchSpace, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
+def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
     """(completed, running) trial counts; completed trials' metrics are added to ``cache``."""
     import optuna
 
