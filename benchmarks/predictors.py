@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -130,7 +131,7 @@ def run_models(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------ proxies
 def run_proxies(args: argparse.Namespace) -> None:
     from nasplat.predictor import make_predictor, prediction_quality
-    from nasplat_predictors.zero_cost import PROXIES, ZeroCostProxies, ZeroCostSettings, proxy_features
+    from nasplat_predictors.zero_cost import PROXIES, ZeroCostSettings, proxy_features
 
     space, archs, y = load_table(args)
     if args.proxy_full:
@@ -139,7 +140,6 @@ def run_proxies(args: argparse.Namespace) -> None:
         subset = np.sort(np.random.default_rng(0).choice(len(archs), size=args.proxy_cells, replace=False))
     sub_archs = [archs[i] for i in subset]
     settings = ZeroCostSettings(seed=0, batch_size=args.proxy_batch, data=args.proxy_data, device=args.proxy_device)
-    started = time.perf_counter()
     values_file = REPO / args.results / "proxy_values.npz"
     if args.proxy_values_in:  # values computed elsewhere (e.g. on a GPU machine with --proxy-compute-only)
         saved = np.load(args.proxy_values_in)
@@ -149,39 +149,17 @@ def run_proxies(args: argparse.Namespace) -> None:
         seconds = float(saved["seconds"])
         settings = ZeroCostSettings(**json.loads(str(saved["settings"])))
         workers_used = int(saved["processes"])
-    elif args.proxy_workers > 1:  # shards in separate processes (each scores its cells exactly as one process would)
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        shards = np.array_split(np.arange(len(sub_archs)), args.proxy_workers)
-        jobs = [(space.spec.model_dump(mode="json"), str(space.path) if space.path else None, settings,
-                 [sub_archs[i].key for i in shard]) for shard in shards]  # fmt: skip
-        with ProcessPoolExecutor(args.proxy_workers, mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_proxy_shard, jobs))
-        values = {p: np.concatenate([part[p] for part in parts]) for p in PROXIES}
     else:
-        zp = ZeroCostProxies(space, settings)
-        zp.batch()  # load (and cache) the data before timing
-        zp.supernet()
-        last = [started]
-
-        def progress(done: int, total: int) -> None:
-            now = time.perf_counter()
-            if now - last[0] > 30 or done == total:
-                last[0] = now
-                rate = (now - started) / done
-                print(f"proxies: {done}/{total} cells, {rate * 1000:.0f} ms/cell", flush=True)
-
-        values = zp.compute(sub_archs, PROXIES, progress)
-    if not args.proxy_values_in:
-        seconds = time.perf_counter() - started
+        values, seconds = _proxy_values(args, space, sub_archs, settings)
         workers_used = args.proxy_workers
+    if not args.proxy_values_in:
         values_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(values_file, keys=np.array([a.key for a in sub_archs]), seconds=seconds, processes=workers_used,
                  settings=json.dumps(dataclasses.asdict(settings)), **values)  # fmt: skip
         print(f"proxy values: {values_file}")
         if args.proxy_compute_only:
             return
+    n_networks = len({space.family.canonical(space, a).key for a in sub_archs})
     ys = y[subset]
     corr = {p: prediction_quality(ys, np.nan_to_num(values[p], neginf=-1e30)) for p in PROXIES}
     # the proxies as extra features: train on 100 cells of the subset, test on the others
@@ -210,7 +188,8 @@ def run_proxies(args: argparse.Namespace) -> None:
             "processes": workers_used,
         },
         "seconds": seconds,
-        "ms_per_cell": 1000 * seconds / len(subset),
+        "networks": n_networks,
+        "ms_per_network": 1000 * seconds / n_networks,
         "torch_threads": _torch_threads(),
         "correlation": corr,
         "non_finite": {p: int((~np.isfinite(values[p])).sum()) for p in PROXIES},
@@ -221,20 +200,80 @@ def run_proxies(args: argparse.Namespace) -> None:
     print(f"proxies done in {seconds:.0f} s: {out}")
 
 
-def _proxy_shard(job: tuple[Any, ...]) -> dict[str, np.ndarray]:
+def _proxy_values(
+    args: argparse.Namespace, space: Any, archs: list[Any], settings: Any
+) -> tuple[dict[str, np.ndarray], float]:
+    """Every proxy of every cell in ``archs``, and the seconds of scoring they took (summed over processes).
+
+    Equivalent cells (an edge set to ``none`` cutting ops off, isomorphic cells) are one network: each distinct
+    network is scored once, on its canonical cell, and every cell gets its network's scores. The distinct
+    networks are scored in chunks, each saved under ``<results>/proxy_chunks/<run id>`` as it finishes, so an interrupted
+    run continues where it stopped; ``--proxy-workers`` processes score chunks side by side."""
+    from nasplat_predictors.zero_cost import PROXIES
+
+    canon = [space.family.canonical(space, a).key for a in archs]
+    distinct = sorted(set(canon))
+    tag = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+    run_id = hashlib.sha256("\n".join([tag, *distinct]).encode()).hexdigest()[:12]  # these networks, these settings
+    chunk_dir = REPO / args.results / "proxy_chunks" / run_id
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    size = 250
+    jobs = []
+    for n, lo in enumerate(range(0, len(distinct), size)):
+        keys = distinct[lo : lo + size]
+        file = chunk_dir / f"chunk-{n:04d}.npz"
+        if file.is_file():
+            saved = np.load(file)
+            if str(saved["settings"]) == tag and list(saved["keys"]) == keys:
+                continue
+        jobs.append((space.spec.model_dump(mode="json"), str(space.path) if space.path else None, settings, keys,
+                     str(file), tag, 1 if args.proxy_workers > 1 else _torch_threads()))  # fmt: skip
+    print(
+        f"proxies: {len(archs):,} cells are {len(distinct):,} distinct networks; "
+        f"{len(jobs)} of {-(-len(distinct) // size)} chunks to score",
+        flush=True,
+    )
+    if args.proxy_workers > 1 and jobs:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.proxy_workers, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_proxy_chunk, jobs))
+    else:
+        for job in jobs:
+            _proxy_chunk(job)
+    scores = {p: np.empty(len(distinct)) for p in PROXIES}
+    seconds = 0.0
+    for n, lo in enumerate(range(0, len(distinct), size)):
+        saved = np.load(chunk_dir / f"chunk-{n:04d}.npz")
+        for p in PROXIES:
+            scores[p][lo : lo + size] = saved[p]
+        seconds += float(saved["seconds"])
+    where = {k: i for i, k in enumerate(distinct)}
+    rows = np.array([where[k] for k in canon])
+    return {p: scores[p][rows] for p in PROXIES}, seconds
+
+
+def _proxy_chunk(job: tuple[Any, ...]) -> None:
     import torch
 
     from nasplat.space import parse_space
     from nasplat_predictors.zero_cost import PROXIES, ZeroCostProxies
 
-    spec, file, settings, keys = job
-    torch.set_num_threads(1)
+    spec, file, settings, keys, out, tag, threads = job
+    torch.set_num_threads(threads)
     space = parse_space(spec, file)
     zp = ZeroCostProxies(space, settings)
+    zp.batch()  # load (and cache) the data before timing
+    zp.supernet()
     t0 = time.perf_counter()
-    out = zp.compute([space.from_key(k) for k in keys], PROXIES)
-    print(f"proxies: shard of {len(keys)} cells in {time.perf_counter() - t0:.0f} s", flush=True)
-    return out
+    values = zp.compute([space.from_key(k) for k in keys], PROXIES)
+    seconds = time.perf_counter() - t0
+    tmp = Path(out).with_suffix(".tmp.npz")
+    np.savez(tmp, keys=np.array(keys), settings=tag, seconds=seconds, **values)
+    os.replace(tmp, out)
+    print(f"proxies: {Path(out).name}: {len(keys)} networks in {seconds:.0f} s ({1000 * seconds / len(keys):.0f} ms each)",
+          flush=True)  # fmt: skip
 
 
 def _torch_threads() -> int:
@@ -356,14 +395,15 @@ def write_report(args: argparse.Namespace) -> None:
             f"batch {st['batch_size']} of {'CIFAR-10 training images' if st['data'] == 'cifar10' else st['data']}, "
             f"seed {st['seed']}, torch on {proxies['torch_threads']} thread(s).",
             (
-                "All 15,625 cells."
+                f"All 15,625 cells: {proxies['networks']:,} distinct networks"
                 if full
-                else f"**A seeded subset of {c:,} cells**, not all 15,625: the full pass would take about "
-                f"{proxies['ms_per_cell'] * 15625 / 3.6e6:.1f} h on this machine "
-                "(`benchmarks/predictors.py --part proxies --proxy-full` runs it)."
-            ),
-            f"Time: {proxies['seconds']:.0f} s for {c:,} cells, {proxies['ms_per_cell']:.0f} ms per cell "
-            "(every proxy of a cell together: one extraction, one forward and backward pass of the batch for "
+                else f"**A seeded subset of {c:,} cells** ({proxies['networks']:,} distinct networks), not all 15,625"
+            )
+            + " (equivalent cells, where an edge set to `none` cuts ops off or the cells are isomorphic, are one "
+            "network: each distinct network is scored once, on its canonical cell, and its cells share the scores).",
+            f"Time: {proxies['seconds']:.0f} s of scoring ({proxies['seconds'] / 3600:.2f} h, summed over "
+            f"{st['processes']} process(es)), {proxies['ms_per_network']:.0f} ms per network "
+            "(every proxy of a network together: one extraction, one forward and backward pass of the batch for "
             "grad_norm, snip and NASWOT, one float64 pass for synflow).",
             "",
             "| proxy | Kendall tau | Spearman |",

@@ -175,10 +175,10 @@ class ZeroCostProxies:
         net = self.supernet().extract(arch).to(dev)
         net.train()
         # one forward in train mode: ReLU activation patterns (NASWOT), then the loss's gradients
-        codes: list[torch.Tensor] = []
+        patterns = _PatternKernel()
 
         def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-            codes.append((inputs[0].detach() > 0).flatten(1).float())
+            patterns.add(inputs[0].detach() > 0)
 
         handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.GELU))]
         try:
@@ -195,20 +195,36 @@ class ZeroCostProxies:
                 if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None:
                     grad_norm += float(m.weight.grad.norm())
                     snip += float((m.weight.grad * m.weight).abs().sum())
-        naswot = _naswot(codes)
+        naswot = patterns.log_det()
         synflow = _synflow(net, tuple(x.shape[1:]), dev)
         return {"grad_norm": grad_norm, "snip": snip, "naswot": naswot, "synflow": synflow}
 
 
-def _naswot(codes: list[Any]) -> float:
-    import torch
+class _PatternKernel:
+    """NASWOT's kernel ``K[i, j]`` = the number of units on which inputs ``i`` and ``j`` agree (both active or both
+    inactive), accumulated layer by layer: ``K = C Cᵀ + (1 - C)(1 - C)ᵀ = 2 C Cᵀ - r_i - r_j + D`` for the 0/1
+    pattern matrix ``C`` with row sums ``r`` over ``D`` units, without ever holding ``C`` or ``1 - C`` whole."""
 
-    if not codes:
-        return 0.0
-    c = torch.cat(codes, dim=1).double()
-    k = c @ c.T + (1 - c) @ (1 - c).T
-    sign, logdet = torch.linalg.slogdet(k)
-    return float(logdet) if float(sign) > 0 else -math.inf  # singular: two inputs share a pattern
+    def __init__(self) -> None:
+        self.gram: Any = None  # float64 [batch, batch]: sum over layers of C Cᵀ
+        self.rows: Any = None  # float64 [batch]
+        self.units = 0
+
+    def add(self, active: Any) -> None:
+        c = active.flatten(1).float()  # a layer's C Cᵀ is exact in float32 (integers below 2**24)
+        gram, rows = (c @ c.T).double(), c.sum(1).double()
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.rows = rows if self.rows is None else self.rows + rows
+        self.units += c.shape[1]
+
+    def log_det(self) -> float:
+        import torch
+
+        if self.gram is None:
+            return 0.0
+        k = 2 * self.gram - self.rows[:, None] - self.rows[None, :] + self.units
+        sign, logdet = torch.linalg.slogdet(k.cpu())
+        return float(logdet) if float(sign) > 0 else -math.inf  # singular: two inputs share a pattern
 
 
 def _synflow(net: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> float:

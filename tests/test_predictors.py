@@ -4,6 +4,7 @@ subset, zero-cost proxies, save/load round trips, extra (prior) features and the
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -288,6 +289,28 @@ def test_zero_cost_proxies_are_seeded_and_usable_as_predictors(tmp_path: Path) -
     auto = make_predictor("auto_zc", folds=2).fit(space, archs, first["synflow"], seed=0)
     assert all("+zc" in c["params"]["encoder"] for c in auto.chosen)  # type: ignore[attr-defined]
     assert auto.predict(space, archs)[0].shape == (12,)
+
+
+def test_naswot_kernel_accumulated_per_layer_matches_its_definition() -> None:
+    """K[i, j] counts the units where inputs i and j are both active or both inactive; the proxy is log|K|."""
+    import torch
+
+    from nasplat_predictors.zero_cost import _PatternKernel
+
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.randn(6, *shape, generator=g) > 0 for shape in ((3, 4, 4), (5,), (2, 7))]
+    kernel = _PatternKernel()
+    for active in layers:
+        kernel.add(active)
+    codes = torch.cat([a.flatten(1) for a in layers], dim=1)
+    by_hand = torch.tensor(
+        [[float((codes[i] == codes[j]).sum()) for j in range(6)] for i in range(6)], dtype=torch.float64
+    )
+    assert torch.equal(2 * kernel.gram - kernel.rows[:, None] - kernel.rows[None, :] + kernel.units, by_hand)
+    assert kernel.log_det() == pytest.approx(float(torch.linalg.slogdet(by_hand)[1]))
+    twins = _PatternKernel()
+    twins.add(torch.stack([layers[0][0], layers[0][0], layers[0][1]]))  # two inputs with one pattern: singular
+    assert twins.log_det() == -math.inf
 
 
 def _clear_zero_cost_cache() -> None:
