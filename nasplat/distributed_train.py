@@ -21,7 +21,9 @@ Multi-machine runs need ``run_dir`` (and a SQLite storage, if used) on storage e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -87,18 +89,18 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
     supernet.to(device)
     trainer = SupernetTrainer(supernet, task, train, settings, rank=rank, world=world)
 
+    # Ray's own record of the last checkpoint and the run folder's `latest` can differ by one epoch when the
+    # driver was killed between the two being written: resume from whichever holds more epochs
     resumed_from = None
     ray_ckpt = ray.train.get_checkpoint()
-    if ray_ckpt is not None:
-        with ray_ckpt.as_directory() as folder:
-            trainer.restore(Path(folder))
-            resumed_from = Path(folder).name
-    elif (checkpoints_dir(run_dir) / "latest").is_file():
-        from nasplat.training import resolve_checkpoint
-
-        local = resolve_checkpoint(run_dir)
-        trainer.restore(local)
-        resumed_from = local.name
+    local = _local_checkpoint(run_dir)
+    with contextlib.ExitStack() as stack:
+        candidates = [Path(stack.enter_context(ray_ckpt.as_directory()))] if ray_ckpt is not None else []
+        candidates += [local] if local is not None else []
+        if candidates:
+            newest = max(candidates, key=_epochs_done_in)  # Ray's first on a tie
+            trainer.restore(newest)
+            resumed_from = newest.name
     if resumed_from and rank == 0:
         print(f"resumed from {resumed_from} (epoch {trainer.epochs_done}, step {trainer.step})", flush=True)
 
@@ -108,6 +110,8 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
     recorder = _StudyRecorder(config) if rank == 0 and config.get("storage") else None
+    if recorder is not None and resumed_from:  # rows a kill kept from the study (after the checkpoint was written)
+        recorder.epochs(trainer.history, checkpoints_dir(run_dir) / resumed_from)
     while trainer.epochs_done < settings.epochs:
         record = trainer.run_epoch(step_module, device=device)
         # DDP syncs BatchNorm statistics from rank 0 before each forward; after the epoch's last forward every
@@ -158,7 +162,17 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
         if rank == 0:
             print(progress_line(settings, record), flush=True)
             if recorder is not None:
-                recorder.epoch(record, checkpoints_dir(run_dir) / checkpoint_name(trainer.epochs_done))
+                recorder.epochs([record], checkpoints_dir(run_dir) / checkpoint_name(trainer.epochs_done))
+
+
+def _local_checkpoint(run_dir: Path) -> Path | None:
+    from nasplat.training import checkpoints_dir, resolve_checkpoint
+
+    return resolve_checkpoint(run_dir) if (checkpoints_dir(run_dir) / "latest").is_file() else None
+
+
+def _epochs_done_in(ckpt: Path) -> int:
+    return int(json.loads((ckpt / "state.json").read_text()).get("epochs_done", 0))
 
 
 class _StudyRecorder:
@@ -167,16 +181,16 @@ class _StudyRecorder:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def epoch(self, record: dict[str, Any], checkpoint: Path) -> None:
-        from nasplat.study import record_supernet_epoch
+    def epochs(self, records: list[dict[str, Any]], checkpoint: Path) -> None:
+        from nasplat.study import record_supernet_epochs
 
-        record_supernet_epoch(
+        record_supernet_epochs(
             self.config["storage"],
             self.config["study"],
             space_spec=self.config["space_spec"],
             space_file=self.config["space_file"],
             objectives=self.config["objectives"],
-            record=record,
+            records=records,
             checkpoint=checkpoint,
         )
 

@@ -527,7 +527,7 @@ def _collect(
             why = f": {errors[0]}" if errors else ""
             raise NasplatError(f"no Tune trial of study trial {number} finished{why}")
         candidates.sort(key=lambda r: str(r.metrics.get("trial_id")))  # ties go to the first Tune trial, always
-        best = max(candidates, key=lambda r: (sign * float(r.metrics[metric]), int(r.metrics["training_iteration"])))
+        best = max(candidates, key=lambda r: (sign * float(r.metrics[metric]), _epochs_trained(r)))
         target = run_dir / "finalists" / f"trial-{number}"
         target.mkdir(parents=True, exist_ok=True)
         with best.checkpoint.as_directory() as folder:
@@ -541,7 +541,7 @@ def _collect(
             "lr": float(cfg["lr"]),
             "weight_decay": float(cfg["weight_decay"]),
             "epochs": int(cfg["epochs"]),
-            "epochs_trained": int(best.metrics["training_iteration"]),
+            "epochs_trained": _epochs_trained(best),
             "batch_size": int(settings.batch_size or data.batch_size),
             "momentum": settings.momentum,
         }
@@ -557,7 +557,7 @@ def _collect(
             "config": config,
             "checkpoint": str(target),
             "tune_trials": len(candidates),
-            "stopped_early": sum(int(r.metrics["training_iteration"]) < int(r.config["epochs"]) for r in candidates),
+            "stopped_early": sum(_epochs_trained(r) < int(r.config["epochs"]) for r in candidates),
             "tune_trial_id": best.metrics.get("trial_id"),
         }
         _write_json(target / "result.json", row)
@@ -642,3 +642,8 @@ def _write_back(
         seconds=seconds,
         resumed=resumed,
     )
+
+
+def _epochs_trained(result: Any) -> int:
+    """Epochs behind a Tune result (its ``epoch`` metric; a result reported again after a resume repeats it)."""
+    return int(result.metrics.get("epoch", result.metrics["training_iteration"]))

@@ -146,6 +146,11 @@ def train_finalist(config: dict[str, Any]) -> None:
             optimizer.load_state_dict(torch.load(Path(folder) / "optimizer.pt", weights_only=True, map_location=device))
             state = json.loads((Path(folder) / "state.json").read_text())
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        if start_epoch >= epochs and "result" in state:
+            # every epoch was trained, but an interruption may have come between the checkpoint and its result
+            # reaching the experiment: report that result again, so the trial ends on its last epoch's metrics
+            tune.report(state["result"])
+            return
 
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -175,8 +180,6 @@ def train_finalist(config: dict[str, Any]) -> None:
             tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
             save_file(tensors, str(Path(folder) / "model.safetensors"))
             torch.save(optimizer.state_dict(), Path(folder) / "optimizer.pt")
-            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch + 1, "step": step}))
-            tune.report(
-                {**metrics, "epoch": epoch + 1, "train_loss": loss_sum / max(n_steps, 1)},
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
+            result = {**metrics, "epoch": epoch + 1, "train_loss": loss_sum / max(n_steps, 1)}
+            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch + 1, "step": step, "result": result}))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))

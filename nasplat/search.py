@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +89,16 @@ def prepare_supernet(
     workers = workers if workers is not None else run.supernet.workers
     ray_address = ray_address or run.supernet.ray_address
     objectives = [o.model_dump() for o in run.objectives]
+    from nasplat.study import record_supernet_epochs
+    from nasplat.training import progress_line
+
+    def record(records: Sequence[dict[str, Any]], checkpoint: Path) -> None:
+        record_supernet_epochs(
+            run.storage_url, run.study, space_spec=space.spec.model_dump(mode="json"),
+            space_file=str(space.path.resolve()) if space.path else None, objectives=objectives, records=records,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+
     if workers is not None or ray_address:
         from nasplat.distributed_train import train_supernet_ray
 
@@ -100,17 +110,12 @@ def prepare_supernet(
             space, run.dataset, settings, run_dir, workers=n, ray_address=ray_address,
             max_failures=run.supernet.max_failures, storage=run.storage_url, study=run.study, objectives=objectives,
         )  # fmt: skip
+        record(ray_result.history, ray_result.checkpoint)  # rows a killed run checkpointed but did not write
         return ray_result.checkpoint
-    from nasplat.study import record_supernet_epoch
-    from nasplat.training import progress_line
 
-    def on_epoch(record: dict[str, Any]) -> None:
-        log(progress_line(settings, record))
-        record_supernet_epoch(
-            run.storage_url, run.study, space_spec=space.spec.model_dump(mode="json"),
-            space_file=str(space.path.resolve()) if space.path else None, objectives=objectives, record=record,
-            checkpoint=run_dir / "checkpoints",
-        )  # fmt: skip
+    def on_epoch(row: dict[str, Any]) -> None:
+        log(progress_line(settings, row))
+        record([row], run_dir / "checkpoints")
 
     supernet = space.family.build_supernet(space, seed=settings.seed)
     task = space.family.task(space)
@@ -118,6 +123,7 @@ def prepare_supernet(
     result = train_supernet(
         supernet, task, train, settings, run_dir, progress=progress, on_epoch=on_epoch, eval_data=val
     )
+    record(result.history, run_dir / "checkpoints")  # rows a killed run checkpointed but did not write
     return result.checkpoint
 
 

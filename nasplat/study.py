@@ -370,17 +370,19 @@ def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
 SUPERNET_EPOCH_PREFIX = "supernet:epoch:"
 
 
-def record_supernet_epoch(
+def record_supernet_epochs(
     storage_url: str,
     study_name: str,
     *,
     space_spec: dict[str, Any],
     space_file: str | None,
     objectives: Sequence[dict[str, Any]],
-    record: dict[str, Any],
+    records: Sequence[dict[str, Any]],
     checkpoint: Any,
 ) -> None:
-    """Record one epoch of supernet training in the run's study (created if it does not exist yet)."""
+    """Record epochs of supernet training in the run's study (created if it does not exist yet), one
+    ``supernet:epoch:NNNN`` row each. Rows already there with the same content are not written again, so a resumed
+    run can pass its whole history and only what a kill lost is added."""
     import optuna
 
     from nasplat.space import parse_space
@@ -388,9 +390,14 @@ def record_supernet_epoch(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(space_spec, space_file)
     study = open_study(make_storage(storage_url), study_name, space=space, objectives=objectives, sampler=None)
-    row = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
-    study.set_user_attr(f"{SUPERNET_EPOCH_PREFIX}{int(record['epoch']):04d}", row)
-    study.set_user_attr("supernet:checkpoint", str(checkpoint))
+    present = study.user_attrs
+    for record in records:
+        key = f"{SUPERNET_EPOCH_PREFIX}{int(record['epoch']):04d}"
+        row = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+        if present.get(key) != row:
+            study.set_user_attr(key, row)
+    if present.get("supernet:checkpoint") != str(checkpoint):
+        study.set_user_attr("supernet:checkpoint", str(checkpoint))
 
 
 def supernet_frame(study: optuna.Study) -> pd.DataFrame:

@@ -523,15 +523,15 @@ def test_app_serves_pages(demo: str) -> None:
 
 def test_training_frame_reads_the_epoch_rows_supernet_training_writes(tmp_path: Path) -> None:
     from nasplat.space import load_space
-    from nasplat.study import record_supernet_epoch
+    from nasplat.study import record_supernet_epochs
 
     space = load_space(Path(__file__).parent / "spaces" / "cell-digits.yaml")
     url = f"sqlite:///{tmp_path / 'study.db'}"
     objectives = [{"metric": "accuracy", "direction": "maximize", "cost_model": None, "device": None}]
     for epoch, loss in ((2, 1.5), (1, 2.0)):  # written out of order, read in epoch order
         record = {"epoch": epoch, "loss": loss, "images_per_s": 100.0 * epoch, "subnet_accuracy": 10.0 * epoch}
-        record_supernet_epoch(url, "train", space_spec=space.spec.model_dump(mode="json"), space_file=str(space.path),
-                              objectives=objectives, record=record, checkpoint=tmp_path / "ckpt")  # fmt: skip
+        record_supernet_epochs(url, "train", space_spec=space.spec.model_dump(mode="json"), space_file=str(space.path),
+                               objectives=objectives, records=[record], checkpoint=tmp_path / "ckpt")  # fmt: skip
     frame = D.training_frame(url, "train")
     assert frame["epoch"].tolist() == [1, 2] and frame["loss"].tolist() == [2.0, 1.5]
     fig = F.training_figure(frame)
