@@ -7,12 +7,15 @@ is the hypervolume of the found front divided by that of the table's true front 
 value of each objective in the table).
 
 Usage: python benchmarks/search_nb201.py [--seeds 0-19] [--samplers random,tpe,...] [--out docs/...md]
+       [--nni-trajectories runs/nni-nb201.jsonl]  (NNI's strategies, from benchmarks/search_nb201_nni.py,
+       scored by the same regret code; ``--samplers ""`` scores only those)
 Data: $NASPLAT_DATA_DIR (default ../shared/data) with nb201/cifar10-12epoch.csv and nb201/latency.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -32,17 +35,57 @@ BUDGETS = (50, 100, 150, 300)
 MO_BUDGETS = (50, 100, 300)
 
 
-def single_objective(samplers: list[str], seeds: list[int], budget: int) -> pd.DataFrame:
+def _so_row(
+    sampler: str, runs: list[list[dict]], seconds_per_run: float, test_of: dict[str, float], best_test: float,
+    best_val: float, budgets: list[int],
+) -> dict:  # fmt: skip
+    """Mean test_acc regret (with sem) and val_acc regret of the best-by-validation cell after each budget."""
+    regrets: dict[int, list[float]] = {b: [] for b in budgets}
+    val_regrets: dict[int, list[float]] = {b: [] for b in budgets}
+    for recs in runs:
+        vals = np.array([r["val_acc"] for r in recs])
+        for b in budgets:
+            i = int(np.argmax(vals[:b]))
+            regrets[b].append(best_test - test_of[recs[i]["arch"]])
+            val_regrets[b].append(best_val - float(vals[i]))
+    row: dict = {"sampler": sampler, "seconds_per_run": seconds_per_run}
+    for b, r in regrets.items():
+        row[f"regret@{b}"] = float(np.mean(r))
+        row[f"sem@{b}"] = float(np.std(r, ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")
+    for b, r in val_regrets.items():
+        row[f"val_regret@{b}"] = float(np.mean(r))
+    return row
+
+
+def load_trajectories(path: Path, seeds: list[int]) -> dict[str, dict[int, list[dict]]]:
+    """JSON lines as ``nasplat bench tabular`` writes them, grouped by sampler and seed (steps in order)."""
+    runs: dict[str, dict[int, list[dict]]] = {}
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if rec["seed"] in seeds:
+                    runs.setdefault(rec["sampler"], {}).setdefault(rec["seed"], []).append(rec)
+    for by_seed in runs.values():
+        for recs in by_seed.values():
+            recs.sort(key=lambda r: r["step"])
+    return runs
+
+
+def single_objective(
+    samplers: list[str], seeds: list[int], budget: int, trajectories: Path | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """nasplat's samplers run here; samplers read from ``trajectories`` (e.g. NNI's) are scored the same way."""
     table = pd.read_csv(DATA / "cifar10-12epoch.csv")
     test_of = dict(zip(table["arch"], table["test_acc"], strict=True))
     best_test = float(table["test_acc"].max())
     best_val = float(table["val_acc"].max())
     space = load_space("nb201")
-    rows = []
+    budgets = [b for b in BUDGETS if b <= budget]
+    rows, notes = [], []
     for s in samplers:
         t0 = time.perf_counter()
-        regrets = {b: [] for b in BUDGETS if b <= budget}
-        val_regrets: dict[int, list[float]] = {b: [] for b in regrets}
+        runs = []
         for seed in seeds:
             recs = list(
                 run_tabular(
@@ -55,20 +98,24 @@ def single_objective(samplers: list[str], seeds: list[int], budget: int) -> pd.D
                     [seed],
                 )
             )
-            vals = np.array([r["val_acc"] for r in recs])
-            best_idx = [int(np.argmax(vals[:b])) for b in regrets]
-            for b, i in zip(regrets, best_idx, strict=True):
-                regrets[b].append(best_test - test_of[recs[i]["arch"]])
-                val_regrets[b].append(best_val - float(vals[i]))
-        row = {"sampler": s, "seconds_per_run": (time.perf_counter() - t0) / len(seeds)}
-        for b, r in regrets.items():
-            row[f"regret@{b}"] = float(np.mean(r))
-            row[f"sem@{b}"] = float(np.std(r, ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")
-        for b, r in val_regrets.items():
-            row[f"val_regret@{b}"] = float(np.mean(r))
+            runs.append(recs)
+        row = _so_row(s, runs, (time.perf_counter() - t0) / len(seeds), test_of, best_test, best_val, budgets)
         rows.append(row)
         print(row, file=sys.stderr)
-    return pd.DataFrame(rows)
+    if trajectories is not None:
+        for s, by_seed in load_trajectories(trajectories, seeds).items():
+            runs = [by_seed[k] for k in sorted(by_seed)]
+            # a run's time is the clock of its last evaluation (measured in the process that ran it)
+            seconds = float(np.mean([recs[-1].get("seconds", float("nan")) for recs in runs]))
+            row = _so_row(s, runs, seconds, test_of, best_test, best_val, budgets)
+            rows.append(row)
+            print(row, file=sys.stderr)
+            short = [k for k in sorted(by_seed) if len(by_seed[k]) < budget]
+            notes.append(
+                f"{s}: {len(runs)} seeds from {trajectories.name}"
+                + (f" (seeds {short} stopped before {budget} cells)" if short else "")
+            )
+    return pd.DataFrame(rows), notes
 
 
 def multi_objective(samplers: list[str], seeds: list[int], device: str, budget: int) -> pd.DataFrame:
@@ -109,9 +156,16 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--skip-mo", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown section here")
+    ap.add_argument(
+        "--nni-trajectories",
+        type=Path,
+        default=None,
+        help="JSON lines of other searchers (benchmarks/search_nb201_nni.py) to score beside the samplers",
+    )
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
-    so = single_objective(args.samplers.split(","), seeds, args.budget)
+    samplers = [s for s in args.samplers.split(",") if s]
+    so, notes = single_objective(samplers, seeds, args.budget, args.nni_trajectories)
     parts = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; seeds {args.seeds} "
         f"({len(seeds)}); budget = distinct cells evaluated.\n",
@@ -120,6 +174,12 @@ def main() -> None:
         "itself (val_regret).\n",
         so.to_markdown(index=False, floatfmt=".3f"),
     ]
+    if notes:
+        parts.append(
+            "\nRows read from trajectories were searched in a separate process (NNI's own environment) and "
+            "scored here; their seconds_per_run is that process's own clock:\n"
+        )
+        parts += [f"- {n}" for n in notes]
     if not args.skip_mo:
         mo = multi_objective(args.mo_samplers.split(","), seeds, args.device, args.budget)
         parts += [f"\nMulti-objective (val_acc up, {args.device} down): hypervolume of the found front / true front.\n",
