@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-19")
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--table", type=Path, default=DATA / "cifar10-12epoch.csv")
-    ap.add_argument("--out", type=Path, required=True, help="trajectories, one JSON line per distinct evaluation")
+    ap.add_argument("--out", type=Path, default=None, help="trajectories, one JSON line per distinct evaluation")
     ap.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     ap.add_argument("--check-table", action="store_true", help="only check that the space matches the table")
     args = ap.parse_args()
@@ -183,6 +183,8 @@ def main() -> None:
     check_table(val_of)
     if args.check_table:
         return
+    if args.out is None:
+        ap.error("--out is required (unless --check-table)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a" if args.append else "w") as f:
 
