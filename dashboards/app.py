@@ -27,6 +27,7 @@ from nasplat.errors import NasplatError
 
 from . import data as D
 from . import figures as F
+from . import scripts as S
 
 log = logging.getLogger("nasplat.dashboard")
 
@@ -440,10 +441,11 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,
         serve_locally=True,
-        # plotly.js (4.6 MB) and the other lazily loaded component code come with the page's scripts, so the
-        # browser evaluates them before it asks for the layout instead of after it has rendered the layout
-        eager_loading=True,
+        # the page loads the component code and plotly.js it needs with its scripts, nothing more (.scripts)
+        eager_loading=False,
+        external_scripts=S.external_scripts(),
     )
+    S.configure(app)
     app.index_string = _INDEX
 
     def storage() -> D.Storage:
