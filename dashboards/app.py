@@ -56,6 +56,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 .controls { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-end; margin: 8px 0; }
 .controls > div { min-width: 200px; }
 .controls label, .field-label { font-size: 12px; color: #555; display: block; margin-bottom: 3px; }
+.controls .choice label { display: flex; align-items: center; gap: 5px; font-size: 13px; color: #222; margin: 3px 0; }
 .sliders { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 6px 24px; margin: 8px 0; }
 .slider-box { background: white; border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px 10px 2px; }
 .slider-label { font-size: 13px; margin-bottom: 2px; }
@@ -273,6 +274,24 @@ def _layout(storage_url: str, refresh_s: float, init: dict[str, dict[str, Any]] 
                                             dcc.Dropdown(id="constrain", **p("constrain", multi=True)),
                                         ],
                                         style={"minWidth": "320px"},
+                                    ),
+                                    html.Div(
+                                        [
+                                            html.Label("trials drawn as"),
+                                            dcc.RadioItems(
+                                                id="pareto-points",
+                                                options=[
+                                                    {
+                                                        "label": f"density above {F.DENSITY_THRESHOLD:,} trials, "
+                                                        "points near the front",
+                                                        "value": "auto",
+                                                    },
+                                                    {"label": "points, every trial", "value": "all"},
+                                                ],
+                                                value="auto",
+                                                className="choice",
+                                            ),
+                                        ]
                                     ),
                                 ],
                                 className="controls",
@@ -748,19 +767,20 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         Input({"type": "constraint", "metric": ALL}, "value"),
         Input("view", "value"),
         Input("sig", "data"),
+        Input("pareto-points", "value"),
         State({"type": "constraint", "metric": ALL}, "id"),
         State("constraint-bounds", "data"),
         State("study", "value"),
         prevent_initial_call=True,
     )
     def pareto_view(x: str | None, y: str | None, z: str | None, compare: list[str] | None, positions: list[Any],
-                    view: str, _sig: Any, ids: list[dict[str, str]], bounds: dict[str, Any] | None,
-                    study: str | None) -> tuple[Any, ...]:  # fmt: skip
-        return pareto_state(x, y, z, compare, positions, view, ids, bounds, study)
+                    view: str, _sig: Any, points: str | None, ids: list[dict[str, str]],
+                    bounds: dict[str, Any] | None, study: str | None) -> tuple[Any, ...]:  # fmt: skip
+        return pareto_state(x, y, z, compare, positions, view, ids, bounds, study, points)
 
     def pareto_state(x: str | None, y: str | None, z: str | None, compare: list[str] | None, positions: list[Any],
                      view: str, ids: list[dict[str, str]], bounds: dict[str, Any] | None,
-                     study: str | None) -> tuple[Any, ...]:  # fmt: skip
+                     study: str | None, points: str | None = "auto") -> tuple[Any, ...]:  # fmt: skip
         labels: list[Any] = [no_update] * len(ids)
         if not active(view, "pareto"):
             return (no_update,) * 7 + (labels, no_update)
@@ -798,7 +818,7 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
             frame = D.pareto_frame(st, study, axes, active_constraints)
             others = [s for s in (compare or []) if s != study]
             fronts = D.fronts_frame(st, others, axes, active_constraints) if others else None
-            fig = F.pareto_figure(frame, fronts)
+            fig = F.pareto_figure(frame, fronts, points=points if points in F.POINTS else "auto")
             hv = D.hypervolume_frame(st, [study, *others], axes, active_constraints)
             hv_trials = F.hypervolume_figure(hv, "trials")
             hv_time = F.hypervolume_figure(hv, "elapsed_s")

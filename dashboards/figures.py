@@ -19,9 +19,21 @@ _TRIALS_COLOR = "#6baed6"
 _EXCLUDED_COLOR = "#d9d9d9"
 #: above this many points, scatter plots use WebGL
 _GL_THRESHOLD = 2000
+#: above this many trials, a 2-D Pareto plot draws them as a density by default (see :func:`pareto_figure`)
+DENSITY_THRESHOLD = _GL_THRESHOLD
+#: at least this many trials nearest the front stay points over the density
+NEAR_FRONT_POINTS = 400
+_DENSITY_BINS = (160, 100)  # x, y
+_FEASIBLE_SCALE = [[0.0, "#c6dbef"], [0.15, "#6baed6"], [0.5, "#2171b5"], [1.0, "#08306b"]]
+_EXCLUDED_SCALE = [[0.0, "#ececec"], [1.0, "#9e9e9e"]]
 
 TRACE_FEASIBLE = "trials within constraints"
 TRACE_EXCLUDED = "trials outside constraints"
+#: the points drawn over a density: the feasible trials nearest the front
+TRACE_NEAR = "trials within constraints, nearest the front"
+#: a density trace's name is the name of the points it stands for, with this after it
+DENSITY_SUFFIX = " (density)"
+POINTS = ("auto", "all")
 
 
 def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
@@ -54,12 +66,20 @@ def _hovertemplate(axes: Sequence[str], name: str) -> str:
     return f"trial %{{customdata}}{lines}<extra>{name}</extra>"
 
 
-def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, title: str | None = None) -> go.Figure:
+def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, title: str | None = None,
+                  points: str = "auto") -> go.Figure:  # fmt: skip
     """Trials of one study on 2 or 3 axes: within / outside constraints, its front, and other studies' fronts.
 
     ``frame`` is :func:`.data.pareto_frame`'s result; ``fronts`` is :func:`.data.fronts_frame`'s for the studies
     to overlay (the selected study's own front is drawn from ``frame``). Every point carries its trial number
     in ``customdata`` and every trace its study in ``meta`` (see :func:`trace_studies`).
+
+    ``points="all"`` draws every trial as a point (WebGL above 2,000). ``"auto"`` does so too, except on 2 axes
+    with more than :data:`DENSITY_THRESHOLD` trials: there the trials are drawn as a density (a heat map of
+    trials per cell, one for those within and one for those outside the constraints) under points for the front
+    and for at least :data:`NEAR_FRONT_POINTS` feasible trials nearest it (whole non-dominated layers). Every
+    trial is counted once: in a density, or as a point. A browser draws this without WebGL, which in software
+    rendering costs about half a second before the first point shows.
     """
     axes: list[str] = list(frame.attrs.get("axes") or [])
     directions: list[str] = list(frame.attrs.get("directions") or ["minimize"] * len(axes))
@@ -95,9 +115,21 @@ def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, ti
 
     feasible = frame[frame["feasible"].astype(bool)]
     excluded = frame[~frame["feasible"].astype(bool)]
-    scatter(excluded, TRACE_EXCLUDED, _EXCLUDED_COLOR, size=5)
-    scatter(feasible, TRACE_FEASIBLE, _TRIALS_COLOR, size=6)
     front = frame[frame["front"].astype(bool)]
+    log_axes = [not three and len(axes) > i and _wide(frame[axes[i]]) for i in range(2)]
+    if points == "auto" and len(axes) == 2 and n > DENSITY_THRESHOLD:
+        values = feasible[axes].to_numpy(dtype=float)
+        near = feasible.iloc[_nearest_front(values, directions, NEAR_FRONT_POINTS)]
+        rest = feasible.drop(index=near.index)
+        grid = _bins(frame[axes].to_numpy(dtype=float), log_axes)
+        fig.add_trace(_density(excluded, axes, grid, TRACE_EXCLUDED, _EXCLUDED_SCALE, study))
+        fig.add_trace(_density(rest, axes, grid, TRACE_FEASIBLE, _FEASIBLE_SCALE, study, scale=True))
+        scatter(near, TRACE_NEAR, _TRIALS_COLOR, size=6)
+    elif points in POINTS:
+        scatter(excluded, TRACE_EXCLUDED, _EXCLUDED_COLOR, size=5)
+        scatter(feasible, TRACE_FEASIBLE, _TRIALS_COLOR, size=6)
+    else:
+        raise ValueError(f"points must be one of {POINTS}, got {points!r}")
     if not front.empty:
         scatter(front, f"front: {study}", PALETTE[0], size=10, line=not three, symbol="diamond")
     if fronts is not None and not fronts.empty:
@@ -121,11 +153,75 @@ def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, ti
         fig.update_xaxes(title=axis_title(axes[0], directions[0]))
         if len(axes) > 1:
             fig.update_yaxes(title=axis_title(axes[1], directions[1]))
-        if any(_wide(frame[a]) for a in axes[:1]):
+        if log_axes[0]:
             fig.update_xaxes(type="log")
-        if len(axes) > 1 and _wide(frame[axes[1]]):
+        if log_axes[1]:
             fig.update_yaxes(type="log")
     return _layout(fig, head, height=520, clickmode="event")
+
+
+def _nearest_front(values: np.ndarray, directions: Sequence[str], count: int, max_layers: int = 400) -> np.ndarray:
+    """Positions of the 2-D points in the first non-dominated layers, whole layers until at least ``count``
+    (at most ``max_layers`` layers; points with a missing value are never taken)."""
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions[:2]])
+    v = np.asarray(values, dtype=float).reshape(-1, 2) * signs
+    idx = np.flatnonzero(np.all(np.isfinite(v), axis=1))
+    idx = idx[np.lexsort((v[idx, 1], v[idx, 0]))]  # by the first axis, then the second
+    taken: list[np.ndarray] = []
+    n_taken = 0
+    for _ in range(max_layers):
+        if n_taken >= count or not len(idx):
+            break
+        y = v[idx, 1]
+        best_before = np.minimum.accumulate(np.concatenate([[np.inf], y[:-1]]))
+        layer = y < best_before  # nobody earlier (no larger first value) is as good on the second
+        taken.append(idx[layer])
+        n_taken += int(layer.sum())
+        idx = idx[~layer]
+    return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=int)
+
+
+def _bins(values: np.ndarray, log_axes: Sequence[bool]) -> list[np.ndarray]:
+    """Cell edges on both axes spanning every finite value (evenly in log space on a log axis)."""
+    edges = []
+    for j, (bins, log) in enumerate(zip(_DENSITY_BINS, log_axes, strict=True)):
+        col = values[:, j]
+        col = col[np.isfinite(col) & ((col > 0) if log else True)]
+        lo, hi = (float(col.min()), float(col.max())) if len(col) else (0.0, 1.0)
+        if log:
+            lo, hi = math.log10(lo), math.log10(hi)
+        pad = (hi - lo) * 1e-9 or 0.5
+        e = np.linspace(lo - pad, hi + pad, bins + 1)
+        edges.append(10**e if log else e)
+    return edges
+
+
+def _density(part: pd.DataFrame, axes: Sequence[str], grid: Sequence[np.ndarray], name: str, colorscale: Any,
+             study: str, *, scale: bool = False) -> go.Heatmap:  # fmt: skip
+    """A heat map of how many of ``part``'s trials fall in each cell of ``grid`` (empty cells transparent)."""
+    counts, _, _ = np.histogram2d(
+        part[axes[0]].to_numpy(dtype=float), part[axes[1]].to_numpy(dtype=float), bins=[grid[0], grid[1]]
+    )
+    z = np.where(counts.T > 0, counts.T, np.nan)
+    return go.Heatmap(
+        x=grid[0], y=grid[1], z=z, name=name + DENSITY_SUFFIX, meta=study, colorscale=colorscale, zmin=1,
+        showscale=scale, showlegend=True, hoverongaps=False,
+        colorbar={"title": {"text": "trials per cell", "side": "right"}, "thickness": 12, "len": 0.6},
+        hovertemplate=f"%{{z}} trials<br>{axes[0]} %{{x:.4g}}<br>{axes[1]} %{{y:.4g}}<extra>{name}</extra>",
+    )  # fmt: skip
+
+
+def shown_trials(fig: go.Figure) -> int:
+    """How many trials of the selected study a :func:`pareto_figure` shows: its points and density counts."""
+    names = {TRACE_FEASIBLE, TRACE_EXCLUDED, TRACE_NEAR}
+    total = 0
+    for t in fig.data:
+        name = str(t.name or "")
+        if t.type == "heatmap" and name.removesuffix(DENSITY_SUFFIX) in names:
+            total += int(np.nansum(np.asarray(t.z, dtype=float)))
+        elif name in names:
+            total += len(t.x) if t.x is not None else 0
+    return total
 
 
 def trace_studies(fig: go.Figure) -> list[str]:

@@ -208,6 +208,62 @@ def test_landing_view_comes_with_the_page(server: tuple[str, Path], page: Any) -
     wait_plot(page, "pareto-graph")
 
 
+SHOWN = """() => { const g = document.querySelector('#pareto-graph .js-plotly-plot'); let n = 0;
+  for (const t of (g && g._fullData) || []) { if (!String(t.name).startsWith('trials ')) continue;
+    if (t.type === 'heatmap') { for (const row of t.z) for (const v of row) if (v > 0) n += v; } else n += t._length; }
+  return n; }"""
+
+
+def test_large_study_density_hover_and_every_point(
+    storage: str, page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the density threshold (lowered here, so that the demo study crosses it) the landing plot draws the
+    trials as densities with the ones nearest the front as points: every trial counted, points hover, the
+    sliders move trials between the densities, and one click draws every trial as a point."""
+    from nasplat_dashboards import figures as F
+
+    monkeypatch.setattr(F, "DENSITY_THRESHOLD", 4)
+    monkeypatch.setattr(F, "NEAR_FRONT_POINTS", 2)
+    expect = sync_api.expect
+    base, srv = serve_in_thread(storage)
+    try:
+        page.goto(base + "/")
+        wait_plot(page, "pareto-graph", "d.some(t => t.type === 'heatmap')")
+        expect(page.locator("#study")).to_contain_text("demo-random")
+        assert page.evaluate(SHOWN) == 8
+        kinds = traces(page)
+        assert kinds[F.TRACE_FEASIBLE + F.DENSITY_SUFFIX][1] == "heatmap"
+        assert kinds[F.TRACE_NEAR][1] == "scatter" and 2 <= kinds[F.TRACE_NEAR][0] < 8
+        assert all(kind != "scattergl" for _, kind in kinds.values())  # no WebGL on landing
+        shot(page, tmp_path, "pareto-density")
+        # hovering a point nearest the front names its trial
+        point = page.locator("#pareto-graph .scatterlayer .trace").first.locator(".point").first
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 15, y - 15)
+        page.mouse.move(x, y, steps=4)
+        expect(page.locator("#pareto-graph .hoverlayer")).to_contain_text("trial ")
+        # the MACs slider at its lowest: trials move to the density outside the constraints
+        thumb = page.locator('[id=\'{"metric":"macs","type":"constraint"}\'] [role=slider]')
+        thumb.focus()
+        page.keyboard.press("Home")
+        expect(page.locator("#pareto-status")).not_to_contain_text("8 of 8", timeout=20_000)
+        wait_plot(
+            page,
+            "pareto-graph",
+            "d.some(t => t.name === 'trials outside constraints (density)' && t.z.some(r => [...r].some(v => v > 0)))",
+        )
+        assert page.evaluate(SHOWN) == 8
+        # every trial as a point
+        page.get_by_label("points, every trial").check()
+        wait_plot(page, "pareto-graph", "!d.some(t => t.type === 'heatmap')")
+        after = traces(page)
+        assert after["trials within constraints"][0] + after["trials outside constraints"][0] == 8
+        assert 0 < after["trials within constraints"][0] < 8
+    finally:
+        srv.shutdown()
+
+
 def test_overlay_three_axes_and_point_click(server: tuple[str, Path], page: Any, tmp_path: Path) -> None:
     expect = sync_api.expect
     base, _ = server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -486,6 +487,105 @@ def test_figures(demo: str) -> None:
     assert len(hv.data) == 1 and "reference" in hv.layout.title.text
     empty = F.pareto_figure(frame.iloc[0:0])
     assert "no completed trials yet" in empty.layout.annotations[0].text
+
+
+def large_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """A :func:`.data.pareto_frame`-like frame of ``n`` trials: accuracy (max) against MACs (min, wide)."""
+    rng = np.random.default_rng(seed)
+    macs = 10 ** rng.uniform(4, 7, n)
+    acc = np.clip(0.3 + 0.1 * np.log10(macs) + rng.normal(0, 0.05, n), 0, 1)
+    frame = pd.DataFrame({"trial": np.arange(n), "arch": [f"a{i}" for i in range(n)], "val_acc": acc, "macs": macs})
+    frame["feasible"] = frame["macs"] < 3e6
+    frame["front"] = False
+    ok = frame["feasible"].to_numpy()
+    frame.loc[ok, "front"] = non_dominated_mask(frame.loc[ok, ["val_acc", "macs"]].to_numpy(), ["maximize", "minimize"])
+    frame.attrs.update(study="big", axes=["val_acc", "macs"], directions=["maximize", "minimize"], n_trials=n)
+    return frame
+
+
+def test_large_study_draws_a_density_with_the_trials_nearest_the_front_as_points() -> None:
+    frame = large_frame(5000)
+    n_ok = int(frame["feasible"].sum())
+    fig = F.pareto_figure(frame)
+    kinds = {t.name: t.type for t in fig.data}
+    assert kinds == {
+        F.TRACE_EXCLUDED + F.DENSITY_SUFFIX: "heatmap",
+        F.TRACE_FEASIBLE + F.DENSITY_SUFFIX: "heatmap",
+        F.TRACE_NEAR: "scatter",  # SVG: no WebGL on the landing view
+        "front: big": "scatter",
+    }
+    by_name = {t.name: t for t in fig.data}
+    counts = {k: int(np.nansum(np.asarray(t.z, dtype=float))) for k, t in by_name.items() if t.type == "heatmap"}
+    near = by_name[F.TRACE_NEAR]
+    # every trial is counted once: outside the constraints in one density, within in the other or as a point
+    assert counts[F.TRACE_EXCLUDED + F.DENSITY_SUFFIX] == len(frame) - n_ok
+    assert counts[F.TRACE_FEASIBLE + F.DENSITY_SUFFIX] + len(near.x) == n_ok
+    assert F.shown_trials(fig) == len(frame)
+    assert F.NEAR_FRONT_POINTS <= len(near.x) < 2 * F.NEAR_FRONT_POINTS
+    # the points are whole non-dominated layers: the whole front, and whoever is left is dominated by a point
+    points = frame.set_index("trial").loc[list(near.customdata)]
+    assert points["feasible"].all() and set(frame.loc[frame["front"], "trial"]) <= set(near.customdata)
+    rest = frame[frame["feasible"] & ~frame["trial"].isin(near.customdata)]
+    p = points[["val_acc", "macs"]].to_numpy() * [-1, 1]
+    r = rest[["val_acc", "macs"]].to_numpy() * [-1, 1]
+    dominated = np.any(np.all(p[None] <= r[:, None], axis=2) & np.any(p[None] < r[:, None], axis=2), axis=1)
+    assert dominated.all()
+    assert near.hovertemplate.startswith("trial %{customdata}")
+    assert fig.layout.yaxis.type == "log"  # MACs span three decades: the density's cells follow the log axis
+    edges = np.log10(np.asarray(by_name[F.TRACE_EXCLUDED + F.DENSITY_SUFFIX].y, dtype=float))
+    assert np.allclose(np.diff(edges), edges[1] - edges[0])
+    # every trial as a point, on request: WebGL above 2,000
+    every = F.pareto_figure(frame, points="all")
+    assert {t.name: (t.type, len(t.x)) for t in every.data if t.name.startswith("trials")} == {
+        F.TRACE_EXCLUDED: ("scatter", len(frame) - n_ok),  # 872
+        F.TRACE_FEASIBLE: ("scattergl", n_ok),
+    }
+    assert F.shown_trials(every) == len(frame)
+    # tighter constraints move trials from one density to the other
+    tight = frame.copy()
+    tight["feasible"] = tight["macs"] < 1e5
+    counts_tight = {
+        t.name: int(np.nansum(np.asarray(t.z, dtype=float))) for t in F.pareto_figure(tight).data if t.type == "heatmap"
+    }
+    assert (
+        counts_tight[F.TRACE_EXCLUDED + F.DENSITY_SUFFIX]
+        == int((~tight["feasible"]).sum())
+        > counts[F.TRACE_EXCLUDED + F.DENSITY_SUFFIX]
+    )
+    # small studies keep every trial as a point
+    assert F.TRACE_FEASIBLE in {t.name for t in F.pareto_figure(large_frame(300)).data}
+    with pytest.raises(ValueError, match="points must be one of"):
+        F.pareto_figure(frame, points="some")
+
+
+def test_page_loads_the_partial_plotly_bundle_and_only_the_chunks_it_uses(demo: str) -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    from nasplat_dashboards import scripts as S
+    from nasplat_dashboards.app import make_app
+
+    # the shipped bundle is built from the plotly.js that plotly.py writes figures for (else: rebuild it)
+    assert S.bundle_version() == get_plotlyjs_version() and S.use_bundle()
+    head = S.BUNDLE.read_text(encoding="utf-8")[:400]
+    assert "MIT license" in head and "Plotly, Inc." in head
+    client = make_app(demo, refresh_s=2).server.test_client()
+    html = client.get("/").get_data(as_text=True)
+    scripts = re.findall(r'<script src="([^"]+)"', html)
+    route = S.ROUTE.format(version=S.bundle_version())
+    assert route in scripts
+    for chunk in S.CHUNKS:
+        name = Path(chunk).stem
+        assert any(name in src and chunk.split("/")[0] in src for src in scripts), chunk
+    for unused in ("async-mathjax", "async-markdown", "async-datepicker", "async-upload", "async-export"):
+        assert not any(unused in src for src in scripts), unused
+    assert not any("package_data/plotly" in src or "/plotly/" in src for src in scripts)
+    for src in scripts:  # every script is served
+        assert client.get(src).status_code == 200, src
+    bundle = client.get(route)
+    assert bundle.data == S.BUNDLE.read_bytes() and bundle.cache_control.max_age == 31_536_000
+    # every trace type the figures draw is in the bundle
+    for kind in S.TRACE_TYPES:
+        assert f'moduleType:"trace",name:"{kind}"' in S.BUNDLE.read_text(encoding="utf-8"), kind
 
 
 def test_family_drawings_by_content() -> None:
