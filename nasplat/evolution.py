@@ -55,6 +55,71 @@ def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return ranks
 
 
+def hv_gains(points: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Hypervolume each point would add to ``front`` (maximisation form, reference ``ref``)."""
+    from nasplat.pareto import hypervolume
+
+    m = front.shape[1]
+    up = ["maximize"] * m
+    base = hypervolume(front, ref.tolist(), up) if len(front) else 0.0
+    gains = np.zeros(len(points))
+    for i, p in enumerate(points):
+        if np.any(p <= ref) or (len(front) and np.any(np.all(front >= p, axis=1))):
+            continue  # below the reference or weakly dominated: adds nothing
+        gains[i] = hypervolume(np.vstack([front, p]) if len(front) else p[None], ref.tolist(), up) - base
+    return gains
+
+
+def greedy_front_order(points: np.ndarray, front: np.ndarray, ref: np.ndarray, span: np.ndarray, n_pick: int,
+                       explore: float = 0.0, start: int = 0) -> list[int]:  # fmt: skip
+    """Order candidates (their predicted points, maximisation form) for evaluation against a front.
+
+    Of the first ``n_pick``, a share ``explore`` (pick ``k`` when ``floor((start + k + 1) * explore)`` steps
+    up, so the share holds across calls that each hand out only their first few picks) comes from the candidates' own predicted front (the ends and
+    the sparsest stretches first, by crowding distance): predictors shrink towards the mean where they have
+    seen little, so a candidate at an end of the front is often predicted behind the measured front although
+    it would extend it; comparing candidates among themselves does not suffer from that bias. The others are
+    chosen greedily by hypervolume gain over the measured front, each pick's predicted point joining the front
+    before the next (so a batch spreads along the front instead of crowding one gap). The remaining
+    candidates follow by gain, then by how far (in units of ``span``) they fall short of the front.
+    """
+    gains = hv_gains(points, front, ref)
+    ranks = pareto_ranks(points, ["maximize"] * points.shape[1])
+    by_front = np.lexsort((-crowding_by_rank(points, ranks), ranks))
+    order: list[int] = []
+    left = np.ones(len(points), dtype=bool)
+    cur = front
+    for k in range(n_pick):
+        if not left.any():
+            break
+        step = start + k
+        if int((step + 1) * explore) > int(step * explore) or gains[left].max() <= 0:
+            i = int(next(c for c in by_front if left[c]))
+        else:
+            i = int(np.flatnonzero(left)[np.argmax(gains[left])])
+        order.append(i)
+        left[i] = False
+        cur = np.vstack([cur, points[i]])
+        stale = left & (gains > 0)
+        gains[stale] = hv_gains(points[stale], cur, ref)
+    rest = np.flatnonzero(left)
+    if len(front):  # shortfall: the smallest uniform improvement (scaled) that would put a point on the front
+        lack = ((front[None, :, :] - points[rest, None, :]) / span).max(axis=2).min(axis=1)
+    else:
+        lack = np.zeros(len(rest))
+    order.extend(int(rest[k]) for k in np.lexsort((lack, -gains[rest])))
+    return order
+
+
+def crowding_by_rank(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Crowding distance of each row within its non-domination rank."""
+    out = np.zeros(len(values))
+    for r in np.unique(ranks):
+        members = np.flatnonzero(ranks == r)
+        out[members] = crowding(values[members])
+    return out
+
+
 def crowding(values: np.ndarray) -> np.ndarray:
     """Crowding distance of each row within its set (larger = more isolated; extremes are infinite)."""
     n, m = values.shape
@@ -205,7 +270,7 @@ class GuidedSampler(SpaceAwareSampler):
     def __init__(
         self, space: SearchSpace, *, seed: int = 0, predictor: str = "gbdt",
         predictor_params: dict[str, Any] | None = None, n_init: int = 10, candidates: int = 300,
-        parents: int = 10, kappa: float = 0.5, refit_fraction: float = 0.1,
+        parents: int = 10, kappa: float = 0.5, refit_fraction: float = 0.1, explore: float = 0.3,
     ) -> None:  # fmt: skip
         super().__init__(space, seed=seed)
         from nasplat.predictor import make_predictor
@@ -218,11 +283,16 @@ class GuidedSampler(SpaceAwareSampler):
         self.parents = parents
         self.kappa = kappa
         self.refit_fraction = refit_fraction
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must be in [0, 1], got {explore}")
+        self.explore = explore
         self._fitted_at = -1
         self._ranked: list[Architecture] = []
         self._seed = seed
         self._predicted: dict[str, tuple[float, ...]] = {}  # arch key -> predicted objective values
         self._pending: list[tuple[np.ndarray, tuple[float, ...]]] = []  # (measured, predicted) not yet scored
+        self._canonical: dict[int, tuple[int, bool]] = {}  # objective -> (evaluated when decided, canonical)
+        self._rng_cv = np.random.default_rng(seed + 1)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -276,14 +346,78 @@ class GuidedSampler(SpaceAwareSampler):
 
     def _rank(self, study: optuna.Study, archs: list[Architecture], values: np.ndarray,
               violations: np.ndarray) -> list[Architecture]:  # fmt: skip
-        from nasplat.pareto import hypervolume
-        from nasplat.predictor import make_predictor
-
         directions = [d.name.lower() for d in study.directions]
         signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
-        score = values * signs  # larger is better in every column
         feasible = violations <= 0
-        # candidate pool: mutations of the best (front members first) and fresh random architectures
+        if values.shape[1] == 1:
+            return self._rank_single(archs, values, directions, signs, feasible)
+        return self._rank_front(archs, values, directions, signs, feasible)
+
+    def _predict(
+        self, archs: list[Architecture], values: np.ndarray, cands: list[Architecture], signs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted means and spreads of the candidates, in maximisation form (objective x sign).
+
+        Each objective is learned in its own units, so a predictor may log-transform a skewed positive
+        metric such as a latency.
+        """
+        from nasplat.predictor import make_predictor
+
+        means = np.zeros((len(cands), values.shape[1]))
+        spreads = np.zeros_like(means)
+        for j in range(values.shape[1]):
+            params = {**self.predictor_params, **self._objective_params(archs, values, j)}
+            model = make_predictor(self.predictor, **params)
+            model.fit(self.space, archs, values[:, j], seed=self._seed + len(archs))
+            mean, std = model.predict(self.space, cands)
+            means[:, j] = mean * signs[j]
+            if std is not None:
+                spreads[:, j] = std
+        return means, spreads
+
+    def _objective_params(self, archs: list[Architecture], values: np.ndarray, j: int) -> dict[str, Any]:
+        """Per-objective predictor settings: whether to encode canonical forms, by cross-validation.
+
+        A canonical encoding pools equivalent architectures, which suits a metric of the function computed
+        (accuracy); a cost measured on the network as built (latency) also depends on the dead parts the
+        canonical form drops. When the predictor has a ``canonical`` parameter the user did not set, 3-fold
+        Kendall tau decides, again each time the evaluated set has doubled.
+        """
+        from nasplat import registry
+        from nasplat.predictor import make_predictor, prediction_quality, predictor_parameters
+
+        if "canonical" in self.predictor_params:
+            return {}
+        if "canonical" not in predictor_parameters(registry.get("predictor", self.predictor)):
+            return {}
+        n = len(archs)
+        decided = self._canonical.get(j)
+        if decided is not None and n < 2 * decided[0]:
+            return {"canonical": decided[1]}
+        if n < 12:
+            return {}
+        fold = np.arange(n) % 3
+        self._rng_cv.shuffle(fold)
+        taus = {}
+        for canonical in (True, False):
+            pred = np.zeros(n)
+            for k in range(3):
+                test = fold == k
+                model = make_predictor(self.predictor, **{**self.predictor_params, "canonical": canonical})
+                model.fit(self.space, [a for a, t in zip(archs, test, strict=True) if not t], values[~test, j],
+                          seed=self._seed + n)  # fmt: skip
+                pred[test] = model.predict(self.space, [a for a, t in zip(archs, test, strict=True) if t])[0]
+            taus[canonical] = prediction_quality(values[:, j], pred)["kendall_tau"]
+        choice = bool(not taus[False] > taus[True])  # canonical unless the built form ranks better
+        self._canonical[j] = (n, choice)
+        return {"canonical": choice}
+
+    def _rank_single(self, archs: list[Architecture], values: np.ndarray, directions: list[str],
+                     signs: np.ndarray, feasible: np.ndarray) -> list[Architecture]:  # fmt: skip
+        from nasplat.predictor import make_predictor
+
+        score = values * signs  # larger is better
+        # candidate pool: mutations of the best and fresh random architectures
         order = np.argsort(pareto_ranks(values, directions) + (~feasible) * 1e6, kind="stable")
         parents = [archs[i] for i in order[: self.parents]]
         seen = {a.key for a in archs}
@@ -302,26 +436,72 @@ class GuidedSampler(SpaceAwareSampler):
         cands = list(pool.values())
         if not cands:
             return []
-        optimistic = np.zeros((len(cands), score.shape[1]))
-        means = np.zeros_like(optimistic)
-        for j in range(score.shape[1]):
-            model = make_predictor(self.predictor, **self.predictor_params)
-            model.fit(self.space, archs, score[:, j], seed=self._seed + len(archs))
-            mean, std = model.predict(self.space, cands)
-            optimistic[:, j] = mean + (self.kappa * std if std is not None else 0.0)
-            means[:, j] = mean * signs[j]  # back in the objective's own units and direction
-        if score.shape[1] == 1:
-            ranking = np.argsort(-optimistic[:, 0], kind="stable")
-        else:  # hypervolume each candidate would add to the current feasible front (maximisation form)
-            front = score[feasible] if feasible.any() else score
-            ref = np.minimum(front.min(axis=0), optimistic.min(axis=0)) - 1e-9
-            base = hypervolume(front, ref, ["maximize"] * score.shape[1])
-            gain = np.array(
-                [hypervolume(np.vstack([front, p]), ref, ["maximize"] * score.shape[1]) - base for p in optimistic]
-            )
-            ranking = np.lexsort((-optimistic.sum(axis=1), -gain))
-        self._predicted.update({c.key: tuple(float(v) for v in means[i]) for i, c in enumerate(cands)})
-        return [cands[i] for i in ranking]
+        model = make_predictor(self.predictor, **self.predictor_params)
+        model.fit(self.space, archs, score[:, 0], seed=self._seed + len(archs))
+        mean, std = model.predict(self.space, cands)
+        optimistic = mean + (self.kappa * std if std is not None else 0.0)
+        self._predicted.update({c.key: (float(mean[i] * signs[0]),) for i, c in enumerate(cands)})
+        return [cands[i] for i in np.argsort(-optimistic, kind="stable")]
+
+    def _front_pool(self, archs: list[Architecture], values: np.ndarray, directions: list[str],
+                    feasible: np.ndarray) -> list[Architecture]:  # fmt: skip
+        """Candidates for a front: mutations of front members (local search along the whole front, the
+        sparse parts first), uniform crossovers of them and random architectures, none evaluated yet.
+
+        Architectures equivalent to an evaluated one (same canonical form) stay candidates: they compute the
+        same function but may differ in cost (a device runs the dead edges of a cell too), which the
+        predictors can tell when they encode architectures as they are.
+        """
+        ranks = pareto_ranks(values, directions) + (~feasible) * 1_000_000
+        parents_idx: list[int] = []
+        for r in np.unique(ranks):  # whole fronts, the least crowded members first, until enough parents
+            members = np.flatnonzero(ranks == r)
+            crowd = crowding(values[members])
+            parents_idx.extend(int(i) for i in members[np.argsort(-crowd, kind="stable")])
+            if len(parents_idx) >= self.parents:
+                break
+        parents = [archs[i] for i in parents_idx]
+        seen = {a.key for a in archs}
+        pool: dict[str, Architecture] = {}
+
+        def offer(a: Architecture) -> None:
+            if a.key not in seen:
+                pool.setdefault(a.key, a)
+
+        n_mut = self.candidates // 3
+        for i in range(n_mut):
+            offer(self.space.mutate(parents[i % len(parents)], self._rng, 1 + int(self._rng.integers(2))))
+        if len(parents) > 1:  # uniform crossover of two front members: recombines what makes each good
+            for _ in range(n_mut):
+                pa, pb = self._rng.choice(len(parents), size=2, replace=False)
+                va, vb = parents[int(pa)].as_dict(), parents[int(pb)].as_dict()
+                take = self._rng.random(len(va)) < 0.5
+                child = {k: (vb[k] if t else v) for (k, v), t in zip(va.items(), take, strict=True)}
+                if self.space.satisfies(child):
+                    offer(self.space.make(child, check=False))
+        for _ in range(4 * self.candidates):
+            if len(pool) >= self.candidates:
+                break
+            offer(self.space.sample(self._rng))
+        return list(pool.values())
+
+    def _rank_front(self, archs: list[Architecture], values: np.ndarray, directions: list[str],
+                    signs: np.ndarray, feasible: np.ndarray) -> list[Architecture]:  # fmt: skip
+        cands = self._front_pool(archs, values, directions, feasible)
+        if not cands:
+            return []
+        means, spreads = self._predict(archs, values, cands, signs)
+        self._predicted.update({c.key: tuple(float(v) for v in means[i] * signs) for i, c in enumerate(cands)})
+        optimistic = means + self.kappa * spreads
+        score = values * signs
+        front = score[feasible] if feasible.any() else score
+        front = front[non_dominated_mask(front, ["maximize"] * front.shape[1])]
+        ok = np.all(np.isfinite(score), axis=1)
+        lo, hi = score[ok].min(axis=0), score[ok].max(axis=0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        ref = lo - 0.1 * span  # a little beyond the worst evaluated point, so the front's ends count
+        n_pick = min(len(cands), max(1, int(self.refit_fraction * len(archs))) + 2)
+        return [cands[i] for i in greedy_front_order(optimistic, front, ref, span, n_pick, self.explore, len(archs))]
 
     def _space_size(self) -> int:
         try:
