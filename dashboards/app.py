@@ -193,9 +193,6 @@ def _layout(storage_url: str, refresh_s: float, init: dict[str, dict[str, Any]] 
             dcc.Store(id="constraint-bounds", **p("constraint-bounds")),
             dcc.Store(id="pareto-studies", **p("pareto-studies")),
             dcc.Store(id="trial-request"),
-            # a hidden slider makes the browser fetch the slider code with the page, not when the first
-            # constraint slider appears (which would hold back the first Pareto plot by a round trip)
-            html.Div(dcc.Slider(id="slider-preload", min=0, max=1, value=0), style={"display": "none"}),
             html.Div(
                 [
                     html.H1("nasplat dashboard"),
