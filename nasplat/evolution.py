@@ -490,14 +490,20 @@ class GuidedSampler(SpaceAwareSampler):
         cands = self._front_pool(archs, values, directions, feasible)
         if not cands:
             return []
-        means, spreads = self._predict(archs, values, cands, signs)
+        means, spreads = self._predict(archs, values, [*cands, *archs], signs)
+        fitted = means[len(cands) :]  # the predictors' own view of the evaluated architectures
+        means, spreads = means[: len(cands)], spreads[: len(cands)]
         self._predicted.update({c.key: tuple(float(v) for v in means[i] * signs) for i, c in enumerate(cands)})
         optimistic = means + self.kappa * spreads
         score = values * signs
-        front = score[feasible] if feasible.any() else score
+        ok = np.all(np.isfinite(score), axis=1) & (feasible if feasible.any() else True)
+        # gains are measured against the front as the predictors see it: a candidate like an evaluated
+        # architecture is predicted with the same bias (shrunk towards the mean where data is thin) and must
+        # beat that, not the measurement, to count as an improvement
+        front = fitted[ok]
         front = front[non_dominated_mask(front, ["maximize"] * front.shape[1])]
-        ok = np.all(np.isfinite(score), axis=1)
-        lo, hi = score[ok].min(axis=0), score[ok].max(axis=0)
+        lo = np.minimum(score[ok].min(axis=0), fitted[ok].min(axis=0))
+        hi = np.maximum(score[ok].max(axis=0), fitted[ok].max(axis=0))
         span = np.where(hi > lo, hi - lo, 1.0)
         ref = lo - 0.1 * span  # a little beyond the worst evaluated point, so the front's ends count
         n_pick = min(len(cands), max(1, int(self.refit_fraction * len(archs))) + 2)
