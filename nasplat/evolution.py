@@ -6,6 +6,8 @@ stage depth, one bit-width, to a neighbouring choice where choices are ordered.
 - :class:`EvolutionSampler`: regularized (aging) evolution (Real et al. 2019). The population is the most
   recent ``population_size`` completed trials; a parent is the winner of a random tournament and its child a
   mutation. With several objectives the tournament compares non-domination rank, then crowding distance.
+- :class:`GuidedSampler`: predictor-guided search; with several objectives it ranks candidates by the
+  hypervolume their predicted points add (see the class).
 """
 
 from __future__ import annotations
@@ -259,12 +261,27 @@ class GuidedSampler(SpaceAwareSampler):
     """Predictor-guided search (in the spirit of BANANAS and DyNAS-T's LINAS).
 
     After ``n_init`` random architectures, it fits a registered predictor per objective on everything
-    evaluated so far, scores a pool of cheap candidates (mutations of the best architectures found plus
-    random ones) and proposes the most promising one not yet evaluated. Promise is an optimistic estimate
-    (mean + ``kappa`` x spread where the predictor gives a spread); with several objectives it is the
-    hypervolume the candidate's optimistic point would add to the current front. Predictors are refitted
-    when the evaluated set has grown by ``refit_fraction`` (10 % by default), and the ranked pool is reused
-    in between, so a batch of asks costs one fit.
+    evaluated so far, scores a pool of cheap candidates and proposes the most promising one not yet
+    evaluated. Promise is an optimistic estimate (mean + ``kappa`` x spread where the predictor gives a
+    spread). Predictors are refitted when the evaluated set has grown by ``refit_fraction`` (10 % by
+    default), and the ranked pool is reused in between, so a batch of asks costs one fit.
+
+    One objective: the pool is mutations of the best architectures found plus random ones, ranked by the
+    optimistic estimate.
+
+    Several objectives (a front):
+
+    - the pool is mutations of front members (the least crowded first, so the whole front is searched
+      locally), uniform crossovers of them and random architectures;
+    - each objective is learned in its own units (a skewed cost may be log-transformed) and, when the
+      predictor has a ``canonical`` option the user left unset, with or without canonicalisation as 3-fold
+      cross-validation prefers (a latency also depends on the dead edges the canonical form drops);
+    - candidates are ordered by the hypervolume their predicted point adds to the evaluated front *as the
+      predictors see it* (the evaluated architectures' fitted values, so the predictors' shrinkage towards
+      the mean cancels), greedily: each pick joins the front before the next, so a batch spreads out;
+    - a share ``explore`` of the proposals instead comes from the candidates' own predicted front, its ends
+      and sparsest stretches first: where the predictors have seen little they predict too timidly, and the
+      ends of the front (the cheapest cells that still work) are found this way.
     """
 
     def __init__(
@@ -381,7 +398,8 @@ class GuidedSampler(SpaceAwareSampler):
         A canonical encoding pools equivalent architectures, which suits a metric of the function computed
         (accuracy); a cost measured on the network as built (latency) also depends on the dead parts the
         canonical form drops. When the predictor has a ``canonical`` parameter the user did not set, 3-fold
-        Kendall tau decides, again each time the evaluated set has doubled.
+        Kendall tau decides, again each time the evaluated set has doubled (not while canonicalisation
+        changes no evaluated architecture).
         """
         from nasplat import registry
         from nasplat.predictor import make_predictor, prediction_quality, predictor_parameters
@@ -396,6 +414,8 @@ class GuidedSampler(SpaceAwareSampler):
             return {"canonical": decided[1]}
         if n < 12:
             return {}
+        if all(self.space.family.canonical(self.space, a).key == a.key for a in archs):
+            return {}  # canonicalisation changes nothing here: no choice to make (yet)
         fold = np.arange(n) % 3
         self._rng_cv.shuffle(fold)
         taus = {}
