@@ -149,8 +149,9 @@ def run_proxies(args: argparse.Namespace) -> None:
         seconds = float(saved["seconds"])
         settings = ZeroCostSettings(**json.loads(str(saved["settings"])))
         workers_used = int(saved["processes"])
+        chunk_ms = []
     else:
-        values, seconds = _proxy_values(args, space, sub_archs, settings)
+        values, seconds, chunk_ms = _proxy_values(args, space, sub_archs, settings)
         workers_used = args.proxy_workers
     if not args.proxy_values_in:
         values_file.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,8 @@ def run_proxies(args: argparse.Namespace) -> None:
         "seconds": seconds,
         "networks": n_networks,
         "ms_per_network": 1000 * seconds / n_networks,
+        "chunk_ms_per_network": chunk_ms,
+        "load_average": list(os.getloadavg()),
         "torch_threads": _torch_threads(),
         "correlation": corr,
         "non_finite": {p: int((~np.isfinite(values[p])).sum()) for p in PROXIES},
@@ -202,8 +205,9 @@ def run_proxies(args: argparse.Namespace) -> None:
 
 def _proxy_values(
     args: argparse.Namespace, space: Any, archs: list[Any], settings: Any
-) -> tuple[dict[str, np.ndarray], float]:
-    """Every proxy of every cell in ``archs``, and the seconds of scoring they took (summed over processes).
+) -> tuple[dict[str, np.ndarray], float, list[float]]:
+    """Every proxy of every cell in ``archs``, the seconds of scoring they took (summed over processes) and the
+    milliseconds per network of each chunk.
 
     Equivalent cells (an edge set to ``none`` cutting ops off, isomorphic cells) are one network: each distinct
     network is scored once, on its canonical cell, and every cell gets its network's scores. The distinct
@@ -243,15 +247,16 @@ def _proxy_values(
         for job in jobs:
             _proxy_chunk(job)
     scores = {p: np.empty(len(distinct)) for p in PROXIES}
-    seconds = 0.0
+    chunk_ms = []
     for n, lo in enumerate(range(0, len(distinct), size)):
         saved = np.load(chunk_dir / f"chunk-{n:04d}.npz")
         for p in PROXIES:
             scores[p][lo : lo + size] = saved[p]
-        seconds += float(saved["seconds"])
+        chunk_ms.append(1000 * float(saved["seconds"]) / len(saved["keys"]))
     where = {k: i for i, k in enumerate(distinct)}
     rows = np.array([where[k] for k in canon])
-    return {p: scores[p][rows] for p in PROXIES}, seconds
+    seconds = sum(ms * len(distinct[lo : lo + size]) for ms, lo in zip(chunk_ms, range(0, len(distinct), size))) / 1000
+    return {p: scores[p][rows] for p in PROXIES}, seconds, chunk_ms
 
 
 def _proxy_chunk(job: tuple[Any, ...]) -> None:
@@ -404,7 +409,16 @@ def write_report(args: argparse.Namespace) -> None:
             f"Time: {proxies['seconds']:.0f} s of scoring ({proxies['seconds'] / 3600:.2f} h, summed over "
             f"{st['processes']} process(es)), {proxies['ms_per_network']:.0f} ms per network "
             "(every proxy of a network together: one extraction, one forward and backward pass of the batch for "
-            "grad_norm, snip and NASWOT, one float64 pass for synflow).",
+            "grad_norm, snip and NASWOT, one float64 pass for synflow)."
+            + (
+                f" Chunks of 250 networks took {min(proxies['chunk_ms_per_network']):.0f} to "
+                f"{max(proxies['chunk_ms_per_network']):.0f} ms per network: the 2 cores were shared with other work "
+                "for most of the run, and the fastest chunks (machine nearly idle) are the better estimate of the cost "
+                f"alone: about {min(proxies['chunk_ms_per_network']) * proxies['networks'] / 60000:.0f} min for "
+                "the whole table."
+                if proxies.get("chunk_ms_per_network")
+                else ""
+            ),
             "",
             "| proxy | Kendall tau | Spearman |",
             "|---|---|---|",
