@@ -288,6 +288,7 @@ class GuidedSampler(SpaceAwareSampler):
         self, space: SearchSpace, *, seed: int = 0, predictor: str = "gbdt",
         predictor_params: dict[str, Any] | None = None, n_init: int = 10, candidates: int = 300,
         parents: int = 10, kappa: float = 0.5, refit_fraction: float = 0.1, explore: float = 0.3,
+        equivalents: float = 0.05,
     ) -> None:  # fmt: skip
         super().__init__(space, seed=seed)
         from nasplat.predictor import make_predictor
@@ -303,6 +304,7 @@ class GuidedSampler(SpaceAwareSampler):
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"explore must be in [0, 1], got {explore}")
         self.explore = explore
+        self.equivalents = max(0.0, equivalents)  # 0: no limit
         self._fitted_at = -1
         self._ranked: list[Architecture] = []
         self._seed = seed
@@ -465,12 +467,15 @@ class GuidedSampler(SpaceAwareSampler):
 
     def _front_pool(self, archs: list[Architecture], values: np.ndarray, directions: list[str],
                     feasible: np.ndarray) -> list[Architecture]:  # fmt: skip
-        """Candidates for a front: mutations of front members (local search along the whole front, the
-        sparse parts first), uniform crossovers of them and random architectures, none evaluated yet.
+        """Candidates for a front: the canonical forms of front members, mutations of them (local search
+        along the whole front, the sparse parts first), uniform crossovers of them and random architectures,
+        none evaluated yet.
 
-        Architectures equivalent to an evaluated one (same canonical form) stay candidates: they compute the
-        same function but may differ in cost (a device runs the dead edges of a cell too), which the
-        predictors can tell when they encode architectures as they are.
+        Architectures equivalent to an evaluated one (same canonical form) stay candidates while their class
+        holds less than a share ``equivalents`` of the evaluated ones (at least 2): they compute the same function but may differ in
+        cost (a device runs the dead edges of a cell too), which the predictors can tell when they encode
+        architectures as they are; but chasing small cost differences in one class must not crowd out the
+        search for better functions.
         """
         ranks = pareto_ranks(values, directions) + (~feasible) * 1_000_000
         parents_idx: list[int] = []
@@ -482,12 +487,23 @@ class GuidedSampler(SpaceAwareSampler):
                 break
         parents = [archs[i] for i in parents_idx]
         seen = {a.key for a in archs}
+        canon = self.space.family.canonical
+        classes: dict[str, int] = {}
+        for a in archs:
+            c = canon(self.space, a).key
+            classes[c] = classes.get(c, 0) + 1
+        cap = max(2, int(self.equivalents * len(archs))) if self.equivalents > 0 else len(archs) + 1
         pool: dict[str, Architecture] = {}
 
         def offer(a: Architecture) -> None:
-            if a.key not in seen:
-                pool.setdefault(a.key, a)
+            if a.key in seen or a.key in pool:
+                return
+            if classes.get(canon(self.space, a).key, 0) >= cap:
+                return
+            pool[a.key] = a
 
+        for a in parents:  # the simplest build of each parent's function (its dead parts dropped)
+            offer(canon(self.space, a))
         n_mut = self.candidates // 3
         for i in range(n_mut):
             offer(self.space.mutate(parents[i % len(parents)], self._rng, 1 + int(self._rng.integers(2))))
