@@ -271,8 +271,10 @@ class GuidedSampler(SpaceAwareSampler):
 
     Several objectives (a front):
 
-    - the pool is mutations of front members (the least crowded first, so the whole front is searched
-      locally), uniform crossovers of them and random architectures;
+    - the pool (``candidates`` per objective) is the canonical forms of front members, mutations of them
+      (the least crowded first, so the whole front is searched locally), uniform crossovers of them and
+      random architectures; equivalents of evaluated architectures (same canonical form, other dead parts)
+      stay candidates while their class holds less than a share ``equivalents`` of the evaluated ones;
     - each objective is learned in its own units (a skewed cost may be log-transformed) and, when the
       predictor has a ``canonical`` option the user left unset, with or without canonicalisation as 3-fold
       cross-validation prefers (a latency also depends on the dead edges the canonical form drops);
@@ -504,7 +506,8 @@ class GuidedSampler(SpaceAwareSampler):
 
         for a in parents:  # the simplest build of each parent's function (its dead parts dropped)
             offer(canon(self.space, a))
-        n_mut = self.candidates // 3
+        size = self.candidates * values.shape[1]  # a front has more stretches to fill than a single best
+        n_mut = size // 3
         for i in range(n_mut):
             offer(self.space.mutate(parents[i % len(parents)], self._rng, 1 + int(self._rng.integers(2))))
         if len(parents) > 1:  # uniform crossover of two front members: recombines what makes each good
@@ -515,8 +518,8 @@ class GuidedSampler(SpaceAwareSampler):
                 child = {k: (vb[k] if t else v) for (k, v), t in zip(va.items(), take, strict=True)}
                 if self.space.satisfies(child):
                     offer(self.space.make(child, check=False))
-        for _ in range(4 * self.candidates):
-            if len(pool) >= self.candidates:
+        for _ in range(4 * size):
+            if len(pool) >= size:
                 break
             offer(self.space.sample(self._rng))
         return list(pool.values())
