@@ -272,3 +272,34 @@ def test_guided_chooses_the_encoding_per_objective() -> None:
     assert fixed._objective_params(archs, values, 1) == {}  # the user's setting wins
     with pytest.raises(ValueError, match="explore"):
         GuidedSampler(space, seed=0, explore=1.5)
+
+
+def test_guided_front_pool_offers_canonical_forms_and_caps_equivalents() -> None:
+    from nasplat.evolution import GuidedSampler
+
+    space = load_space("nb201")
+    canon = space.family.canonical
+    # an identity cell with a dead conv edge (node 2 never reaches the output), and other cells
+    dead = space.from_string("|skip_connect~0|+|nor_conv_3x3~0|none~1|+|none~0|skip_connect~1|none~2|")
+    rng = np.random.default_rng(1)
+    others = [space.sample(rng) for _ in range(15)]
+    archs = [dead, *others]
+    values = np.array([[90.0, 0.5]] + [[50.0, 5.0]] * len(others))  # dead is the whole front
+    feasible = np.ones(len(archs), dtype=bool)
+    directions = ["maximize", "minimize"]
+    cls = canon(space, dead).key
+    assert canon(space, dead).key != dead.key
+
+    sampler = GuidedSampler(space, seed=0, candidates=100, parents=1, equivalents=0.5)
+    pool = sampler._front_pool(archs, values, directions, feasible)
+    keys = [a.key for a in pool]
+    assert keys[0] == cls  # the simplest build of the front member's function comes first
+    assert len(pool) == 200 and len(set(keys)) == 200 and not set(keys) & {a.key for a in archs}
+    # once the class holds its share of the evaluated architectures, no more of its members are offered
+    twin = space.from_string("|skip_connect~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|none~2|")
+    assert canon(space, twin).key == cls
+    capped = GuidedSampler(space, seed=0, candidates=100, parents=1, equivalents=0.05)  # cap: 2 of 17
+    pool = capped._front_pool([*archs, twin], np.vstack([values, [[90.0, 0.6]]]), directions,
+                              np.ones(len(archs) + 1, dtype=bool))  # fmt: skip
+    assert all(canon(space, a).key != cls for a in pool)
+    assert any(canon(space, a).key == cls for a in sampler._front_pool(archs, values, directions, feasible))
