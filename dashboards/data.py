@@ -1253,15 +1253,12 @@ def architecture_record(storage: Storage | str, study: str, trial: int) -> Archi
 
 def _describe(info: StudyInfo, arch_key: Any, choices: pd.DataFrame) -> tuple[dict[str, Any] | None, str | None]:
     """The family's description of the architecture, rebuilt from the space stored in the study."""
-    from nasplat.space import parse_space
+    from nasplat import study_record
 
-    spec = info.attrs.get("space_spec")
-    if not isinstance(spec, dict):
+    if not isinstance(info.attrs.get(study_record.SPACE_SPEC), dict):
         return None, "the study stores no space declaration: showing the choices only"
     try:
-        space = parse_space(spec, f"study '{info.name}' space")
-        if space.hash != info.attrs.get("space_hash"):
-            return None, "the stored space declaration does not match its hash: showing the choices only"
+        space = study_record.study_space(info.attrs, f"study '{info.name}' space")
         if isinstance(arch_key, str):
             arch = space.from_key(arch_key)
         else:

@@ -6,7 +6,6 @@ asks the ``lut`` cost model to build a lookup table (its class has a ``build`` m
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,22 +35,7 @@ def make_cost_model(name: str, options: dict[str, Any]) -> Any:
     """The registered cost model ``name`` built with ``options``; unknown options list the allowed ones."""
     from nasplat import registry
 
-    cls = registry.get("cost_model", name)
-    allowed = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise NasplatError(
-            f"cost model '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
-            f"allowed: {', '.join(allowed) or '(none)'}"
-        )
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise NasplatError(f"cost model '{name}': bad options ({exc})") from None
+    return registry.build("cost_model", name, options=options)
 
 
 def register(app: typer.Typer) -> None:

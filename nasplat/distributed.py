@@ -39,16 +39,15 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, log_
 class _EvaluatorActor:
     """Holds one estimator; evaluates batches of architectures given as label -> value mappings."""
 
-    def __init__(self, space_spec: dict[str, Any], space_file: str | None, name: str, options: dict[str, Any],
-                 threads: int) -> None:  # fmt: skip
+    def __init__(self, space_record: dict[str, Any], name: str, options: dict[str, Any], threads: int) -> None:
         import torch
 
         from nasplat import registry
-        from nasplat.space import parse_space
+        from nasplat.space import space_from_record
 
         torch.set_num_threads(threads)
-        self.space = parse_space(space_spec, space_file)
-        self.estimator: Estimator = registry.get("estimator", name)(self.space, **options)
+        self.space = space_from_record(space_record)
+        self.estimator: Estimator = registry.build("estimator", name, self.space, options=options)
 
     def describe(self) -> tuple[dict[str, str], dict[str, Any]]:
         return self.estimator.metrics(), self.estimator.provenance()
@@ -71,10 +70,10 @@ class RayPoolEstimator(Estimator):
         ray = connect_ray(address)
         threads = max(1, int(cpus_per_worker))
         actor_cls = ray.remote(num_cpus=cpus_per_worker)(_EvaluatorActor)
-        spec = space.spec.model_dump(mode="json")
+        record = space.to_record()
         self.space = space
         self.inner_name = estimator
-        self._actors = [actor_cls.remote(spec, space.file, estimator, options, threads) for _ in range(workers)]
+        self._actors = [actor_cls.remote(record, estimator, options, threads) for _ in range(workers)]
         try:
             self._metrics, self._provenance = ray.get(self._actors[0].describe.remote())
         except ray.exceptions.RayActorError as exc:

@@ -59,7 +59,7 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
     import torch.distributed as dist
 
     from nasplat.data import DataSpec, load_splits
-    from nasplat.space import parse_space
+    from nasplat.space import space_from_record
     from nasplat.training import (
         PathsLoss,
         SupernetTrainer,
@@ -79,7 +79,7 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
     pid_dir.mkdir(parents=True, exist_ok=True)
     (pid_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
 
-    space = parse_space(config["space_spec"], config["space_file"])
+    space = space_from_record(config["space_record"])
     settings = TrainSettings.model_validate(config["settings"])
     data = DataSpec.model_validate(config["data"])
     train, val = load_splits(data)
@@ -187,8 +187,7 @@ class _StudyRecorder:
         record_supernet_epochs(
             self.config["storage"],
             self.config["study"],
-            space_spec=self.config["space_spec"],
-            space_file=self.config["space_file"],
+            space_record=self.config["space_record"],
             objectives=self.config["objectives"],
             records=records,
             checkpoint=checkpoint,
@@ -232,8 +231,7 @@ def train_supernet_ray(
     if data_dump.get("root"):
         data_dump["root"] = str(Path(data_dump["root"]).resolve())
     config = {
-        "space_spec": space.spec.model_dump(mode="json"),
-        "space_file": str(space.path.resolve()) if space.path else None,
+        "space_record": space.to_record(),
         "settings": settings.model_dump(mode="json"),
         "data": data_dump,
         "run_dir": str(run_dir),

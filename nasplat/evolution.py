@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nasplat.errors import NasplatError
 from nasplat.pareto import non_dominated_mask
-from nasplat.registry import register
+from nasplat.registry import OPTIONS_OF, register
 
 if TYPE_CHECKING:
     from nasplat.architecture import Architecture
@@ -255,6 +255,9 @@ class EvolutionSampler(SpaceAwareSampler):
 @register("sampler", "evolution")
 def _make_evolution(seed: int, n_objectives: int, space: SearchSpace, **options: Any) -> EvolutionSampler:
     return EvolutionSampler(space, seed=seed, **options)
+
+
+setattr(_make_evolution, OPTIONS_OF, lambda: EvolutionSampler)
 
 
 class GuidedSampler(SpaceAwareSampler):
@@ -558,3 +561,6 @@ class GuidedSampler(SpaceAwareSampler):
 @register("sampler", "guided")
 def _make_guided(seed: int, n_objectives: int, space: SearchSpace, **options: Any) -> GuidedSampler:
     return GuidedSampler(space, seed=seed, **options)
+
+
+setattr(_make_guided, OPTIONS_OF, lambda: GuidedSampler)

@@ -39,6 +39,11 @@ class Family(ABC):
     def check_space(self, space: SearchSpace) -> None:  # noqa: B027 - optional hook
         """Cross-check a space's dimensions and macro against what this family can build (raise SpecError)."""
 
+    def referenced_spaces(self, space: SearchSpace) -> dict[str, SearchSpace]:
+        """Other spaces this space's declaration names (reference as written -> the space), e.g. a quant space's
+        ``base_space``. They are part of the space's hash and of its stored record."""
+        return {}
+
     # text forms
     def to_string(self, space: SearchSpace, arch: Architecture) -> str:
         """The family's compact string form (default: the architecture key)."""

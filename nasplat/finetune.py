@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from nasplat.space import SearchSpace
 
 _TAG_INIT, _TAG_DATA, _TAG_STEP = 20, 21, 22
-SETUP_FORMAT = 1
+SETUP_FORMAT = 2  # 2: the space as its stored record (space_record)
 
 
 class FinetuneSettings(BaseModel):
@@ -393,8 +393,7 @@ def run_finetune(
         finalists = prepare_finalists(study, space, trials, settings, run_dir / "inits", log)
         setup = {
             "format": SETUP_FORMAT,
-            "space_spec": space.spec.model_dump(mode="json"),
-            "space_file": str(space.path.resolve()) if space.path else None,
+            "space_record": space.to_record(),
             "dataset": data.model_dump(mode="json"),
             "settings": settings.search_knobs(),
             "finalists": finalists,

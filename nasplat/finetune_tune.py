@@ -109,16 +109,14 @@ def train_finalist(config: dict[str, Any]) -> None:
 
     from nasplat.data import DataSpec, load_splits
     from nasplat.finetune import load_module
-    from nasplat.space import parse_space
+    from nasplat.space import space_from_record
     from nasplat.training import TrainSettings, derive_seed, lr_at
 
     torch.set_num_threads(_trial_threads())
     setup = json.loads(Path(config["setup"]).read_text())
     number = int(config["finalist"])
     finalist = setup["finalists"][str(number)]
-    space = parse_space(
-        setup["space_spec"], "finetune setup", Path(setup["space_file"]) if setup["space_file"] else None
-    )
+    space = space_from_record(setup["space_record"], f"{config['setup']} (space)")
     task = space.family.task(space)
     data = DataSpec.model_validate(setup["dataset"])
     train, val = load_splits(data)

@@ -239,34 +239,14 @@ def make_predictor(name: str, **params: Any) -> Predictor:
     """A fresh predictor registered as ``name``; unknown names and parameters list the allowed ones."""
     from nasplat import registry
 
-    cls = registry.get("predictor", name)
-    allowed = predictor_parameters(cls)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise NasplatError(
-            f"predictor '{name}' has no parameter {', '.join(repr(u) for u in unknown)}; "
-            f"allowed: {', '.join(allowed) or '(none)'}"
-        )
-    try:
-        return cls(**params)  # type: ignore[no-any-return]
-    except TypeError as exc:
-        raise NasplatError(f"predictor '{name}': bad parameters ({exc})") from None
+    return registry.build("predictor", name, options=params)  # type: ignore[no-any-return]
 
 
 def predictor_parameters(cls: type) -> list[str]:
     """The keyword parameters a predictor class takes, following ``**kwargs`` passed on to its bases."""
-    import inspect
+    from nasplat import registry
 
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = list(inspect.signature(init).parameters.values())[1:]
-        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names
+    return registry.option_names(cls) or []
 
 
 def available_predictors() -> list[str]:
@@ -276,8 +256,8 @@ def available_predictors() -> list[str]:
 
 
 def space_record(space: SearchSpace) -> dict[str, Any]:
-    """What a manifest stores about the space: its name, hash and full declaration."""
-    return {"name": space.name, "hash": space.hash, "spec": space.spec.model_dump(mode="json")}
+    """What a manifest stores about the space: its stored record (name, hash, declaration, base spaces)."""
+    return space.to_record()
 
 
 def write_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
@@ -333,18 +313,13 @@ def load_predictor(directory: str | Path) -> Predictor:
 
 def space_from_manifest(directory: str | Path) -> SearchSpace:
     """The space a saved predictor was fitted on, rebuilt from the declaration stored in its manifest."""
-    from nasplat.space import parse_space
+    from nasplat.space import space_from_record
 
     manifest = read_manifest(directory)
     rec = manifest.get("space")
     if not isinstance(rec, dict) or not isinstance(rec.get("spec"), dict):
         raise NasplatError(f"{Path(directory) / MANIFEST}: no space declaration stored")
-    space = parse_space(rec["spec"], file=f"{Path(directory) / MANIFEST} (space)")
-    if space.hash != rec.get("hash"):
-        raise NasplatError(
-            f"{directory}: stored space declaration hashes to {space.hash}, but the manifest says {rec.get('hash')}"
-        )
-    return space
+    return space_from_record(rec, f"{Path(directory) / MANIFEST} (space)")
 
 
 def check_space(expected: Mapping[str, Any], space: SearchSpace, what: str = "predictor") -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasplat.errors import NasplatError
-from nasplat.space import SearchSpace, parse_space
+from nasplat.space import SearchSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -18,15 +18,12 @@ if TYPE_CHECKING:
 
 def study_space(study: optuna.Study) -> SearchSpace:
     """The space a study searched, rebuilt from the declaration stored in the study (checked by hash)."""
+    from nasplat import study_record
+
     attrs = study.user_attrs
-    spec = attrs.get("space_spec")
-    if not isinstance(spec, dict):
+    if not isinstance(attrs.get(study_record.SPACE_SPEC), dict):
         raise NasplatError(f"study '{study.study_name}' was not written by nasplat (no space declaration stored)")
-    file = attrs.get("space_file")
-    space = parse_space(spec, f"study '{study.study_name}' space", Path(file) if file else None)
-    if space.hash != attrs.get("space_hash"):
-        raise NasplatError(f"study '{study.study_name}': stored space declaration does not match its hash")
-    return space
+    return study_record.study_space(attrs, f"study '{study.study_name}' space")
 
 
 def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:

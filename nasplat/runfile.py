@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nasplat.data import DataSpec
 from nasplat.space import read_yaml_mapping, register_schema, spec_error_from_validation
+from nasplat.train_settings import TrainSettings
 
 
 class _Strict(BaseModel):
@@ -17,8 +18,10 @@ class _Strict(BaseModel):
 
 class SupernetSection(_Strict):
     checkpoint: str | None = Field(default=None, description="an existing run or checkpoint dir; else train")
-    train: dict[str, Any] = Field(
-        default_factory=dict, description="training settings (nasplat.training.TrainSettings)"
+    train: TrainSettings | None = Field(
+        default=None,
+        description="training settings (nasplat.train_settings.TrainSettings); seed, batch_size and augment "
+        "default to the run's seed and the dataset's batch_size and augment",
     )
     workers: int | None = Field(
         default=None, ge=1, description="Ray Train workers (DDP); default: train in the searching process"
@@ -97,6 +100,25 @@ class RunSpec(_Strict):
     seed: int = 0
     heartbeat_s: int = Field(default=10, ge=1, description="running trials prove they are alive this often")
     grace_s: int = Field(default=60, ge=1, description="a running trial silent this long has lost its worker")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_defaults(cls, data: Any) -> Any:
+        """``supernet.train`` takes the run's seed and the dataset's batch size and augmentation unless it sets them."""
+        if not isinstance(data, dict):
+            return data
+        sup, ds = data.get("supernet"), data.get("dataset")
+        if not isinstance(sup, dict) or not isinstance(sup.get("train"), dict):
+            return data
+        ds = ds if isinstance(ds, dict) else {}
+        fields = DataSpec.model_fields
+        train = {
+            "seed": data.get("seed", 0),
+            "batch_size": ds.get("batch_size", fields["batch_size"].default),
+            "augment": ds.get("augment", fields["augment"].default),
+            **sup["train"],
+        }
+        return {**data, "supernet": {**sup, "train": train}}
 
     @model_validator(mode="after")
     def _unique_metrics(self) -> RunSpec:

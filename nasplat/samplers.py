@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nasplat.errors import NasplatError
-from nasplat.registry import get, register
+from nasplat.registry import OPTIONS_OF, build, register
 
 SamplerFactory = Callable[..., Any]
 
@@ -17,12 +17,14 @@ def _optuna_factory(attr: str, *, multi_objective_only: bool = False) -> Sampler
 
         if multi_objective_only and n_objectives < 2:
             raise NasplatError(f"sampler '{attr}' needs at least two objectives")
-        cls = getattr(optuna.samplers, attr)
-        try:
-            return cls(seed=seed, **options)
-        except TypeError as exc:
-            raise NasplatError(f"sampler '{attr}': bad option ({exc})") from None
+        return getattr(optuna.samplers, attr)(seed=seed, **options)
 
+    def options_of() -> Any:
+        import optuna
+
+        return getattr(optuna.samplers, attr)
+
+    setattr(make, OPTIONS_OF, options_of)
     return make
 
 
@@ -41,8 +43,4 @@ def make_sampler(name: str, *, seed: int, n_objectives: int, space: Any, options
     """An Optuna sampler by registered name, seeded; nasplat's own samplers also get the space."""
     import nasplat.evolution  # noqa: F401 - registers nasplat's own samplers
 
-    factory = get("sampler", name)
-    try:
-        return factory(seed=seed, n_objectives=n_objectives, space=space, **(options or {}))
-    except (TypeError, ValueError) as exc:
-        raise NasplatError(f"sampler '{name}': bad options {options or {}} ({exc})") from None
+    return build("sampler", name, options=options, seed=seed, n_objectives=n_objectives, space=space)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasplat import registry
-from nasplat.errors import NasplatError
+from nasplat.errors import NasplatError, SpecError
 from nasplat.runfile import Constraint, Objective, RunSpec
 from nasplat.space import SearchSpace, load_space
 
@@ -73,7 +73,7 @@ def prepare_supernet(
     this process when neither says how many.
     """
     from nasplat.data import load_splits
-    from nasplat.training import TrainSettings, train_supernet
+    from nasplat.training import train_supernet
 
     if run.supernet.checkpoint:
         ckpt = Path(run.supernet.checkpoint)
@@ -82,9 +82,9 @@ def prepare_supernet(
         return ckpt
     train, val = load_splits(run.dataset)
     check_dataset_fits(space, train.input_shape, len(train.classes), run.dataset.name)
-    settings = TrainSettings.model_validate(
-        {"seed": run.seed, "batch_size": run.dataset.batch_size, "augment": run.dataset.augment, **run.supernet.train}
-    )
+    settings = run.supernet.train
+    if settings is None:
+        raise SpecError(run_file, "supernet", "give 'checkpoint' (a trained supernet) or 'train' (with 'epochs')")
     run_dir = Path(run.run_dir) / "supernet"
     workers = workers if workers is not None else run.supernet.workers
     ray_address = ray_address or run.supernet.ray_address
@@ -94,8 +94,7 @@ def prepare_supernet(
 
     def record(records: Sequence[dict[str, Any]], checkpoint: Path) -> None:
         record_supernet_epochs(
-            run.storage_url, run.study, space_spec=space.spec.model_dump(mode="json"),
-            space_file=str(space.path.resolve()) if space.path else None, objectives=objectives, records=records,
+            run.storage_url, run.study, space_record=space.to_record(), objectives=objectives, records=records,
             checkpoint=checkpoint,
         )  # fmt: skip
 
@@ -131,20 +130,17 @@ def make_estimator(
     run: RunSpec, space: SearchSpace, checkpoint: Path | None, *, workers: int = 1, ray_address: str | None = None
 ) -> Estimator:
     """The run's estimator: in this process, or spread over ``workers`` Ray actors."""
-    cls = registry.get("estimator", run.estimator.name)
     options = dict(run.estimator.options)
     if run.estimator.name == "supernet":
         options.setdefault("checkpoint", checkpoint)
         options.setdefault("data", run.dataset)
         options.setdefault("seed", run.seed)
-    try:
-        if workers > 1 or ray_address:
-            from nasplat.distributed import RayPoolEstimator
+    registry.check_options("estimator", run.estimator.name, options)
+    if workers > 1 or ray_address:
+        from nasplat.distributed import RayPoolEstimator
 
-            return RayPoolEstimator(space, run.estimator.name, options, workers=workers, address=ray_address)
-        return cls(space, **options)  # type: ignore[no-any-return]
-    except TypeError as exc:
-        raise NasplatError(f"estimator '{run.estimator.name}': bad options ({exc})") from None
+        return RayPoolEstimator(space, run.estimator.name, options, workers=workers, address=ray_address)
+    return registry.build("estimator", run.estimator.name, space, options=options)  # type: ignore[no-any-return]
 
 
 def _cost_models(run: RunSpec) -> dict[tuple[str, str | None], CostModel]:
@@ -153,7 +149,7 @@ def _cost_models(run: RunSpec) -> dict[tuple[str, str | None], CostModel]:
     sources: list[Objective | Constraint] = [*run.objectives, *run.constraints]
     for o in sources:
         if o.cost_model and (o.cost_model, o.device) not in models:
-            model = registry.get("cost_model", o.cost_model)()
+            model = registry.build("cost_model", o.cost_model)
             model.check_device(o.device)
             models[(o.cost_model, o.device)] = model
     return models

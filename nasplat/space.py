@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -400,10 +401,35 @@ class SearchSpace:
         return self.spec.name
 
     @cached_property
-    def hash(self) -> str:
-        """Stable hash of the declaration's content (12 hex digits): results carry it as provenance."""
+    def spec_hash(self) -> str:
+        """Hash of this declaration alone (12 hex digits), without the spaces it references."""
         blob = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @cached_property
+    def hash(self) -> str:
+        """Stable hash of the space's content (12 hex digits): its declaration and every space it references
+        (a quant space's base), so editing a base space changes the hash. Results carry it as provenance."""
+        refs = self.family.referenced_spaces(self)
+        if not refs:
+            return self.spec_hash
+        blob = json.dumps(
+            {"spec": self.spec.model_dump(mode="json"), "bases": {k: s.hash for k, s in sorted(refs.items())}},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_record(self) -> dict[str, Any]:
+        """The one stored form of this space (JSON-able): what studies, Ray workers, fine-tune set-ups and
+        predictor manifests keep, and :func:`space_from_record` rebuilds. It embeds the spaces it references,
+        so it rebuilds the same space even where the files it was loaded from are gone."""
+        return {
+            "name": self.name,
+            "hash": self.hash,
+            "file": str(self.path.resolve()) if self.path else None,
+            "spec": self.spec.model_dump(mode="json"),
+            "bases": {k: s.to_record() for k, s in sorted(self.family.referenced_spaces(self).items())},
+        }
 
     @property
     def labels(self) -> list[str]:
@@ -605,3 +631,48 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         raise UnknownNameError("space", str(name_or_path), list(files))
     f = files[str(name_or_path)]
     return parse_space(read_yaml_mapping(f), str(f), f)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the stored form of a space, and references from one space to another
+
+_record_bases: ContextVar[Mapping[str, Any] | None] = ContextVar("nasplat_record_bases", default=None)
+
+
+def space_from_record(record: Mapping[str, Any], where: str | None = None) -> SearchSpace:
+    """Rebuild a space from :meth:`SearchSpace.to_record` (the one way every stage does it).
+
+    The declaration keeps its file path (so relative references resolve as they did when it was loaded), the
+    spaces it references come from the record itself, and the result must have the recorded hash. ``where``
+    names the record in error messages (default: its file)."""
+    spec = record.get("spec")
+    file = record.get("file")
+    label = where or (str(file) if file else "stored space")
+    if not isinstance(spec, dict):
+        raise NasplatError(f"{label}: holds no space declaration")
+    token = _record_bases.set(dict(record.get("bases") or {}))
+    try:
+        space = parse_space(spec, label, Path(file) if file else None)
+    finally:
+        _record_bases.reset(token)
+    for key, got in (("hash", space.hash), ("spec_hash", space.spec_hash)):
+        want = record.get(key)
+        if want is not None and got != want:
+            raise NasplatError(
+                f"{label}: the stored declaration of space '{space.name}' does not match its hash "
+                f"(rebuilt {got}, recorded {want})"
+            )
+    return space
+
+
+def resolve_space_ref(space: SearchSpace, ref: str) -> SearchSpace:
+    """A space that ``space``'s declaration names: a registered name, or a YAML path relative to its file.
+
+    While a record is rebuilt, the referenced spaces come from the record."""
+    embedded = (_record_bases.get() or {}).get(ref)
+    if embedded is not None:
+        return space_from_record(embedded, f"{space.file} (base space '{ref}')")
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") and not p.is_absolute() and space.path is not None:
+        p = space.path.parent / p
+    return load_space(p if p.suffix in (".yaml", ".yml") else ref)

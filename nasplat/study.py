@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from nasplat.errors import NasplatError
+from nasplat.study_record import FINETUNE_PREFIX, METRIC_PREFIX, STUDY_FORMAT, SUPERNET_EPOCH_PREFIX
 
 if TYPE_CHECKING:
     import optuna
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     from nasplat.architecture import Architecture
     from nasplat.space import SearchSpace
 
-STUDY_FORMAT = 1  # bumped when what nasplat writes into a study changes shape
-METRIC_PREFIX = "metric:"
-FINETUNE_PREFIX = "finetune:"  # trial and study attributes written by `nasplat finetune`
 METRIC_SOURCES = ("inherited", "finetuned")
 
 
@@ -140,13 +138,11 @@ def open_study(
                 study.set_user_attr(key, value)
         return study
     import nasplat
+    from nasplat import study_record
 
     base = {
         "nasplat_version": nasplat.__version__,
-        "space": space.name,
-        "space_hash": space.hash,
-        "space_file": str(space.path.resolve()) if space.path else None,
-        "space_spec": space.spec.model_dump(mode="json"),
+        **study_record.space_attrs(space),
         "family": space.spec.family,
         "objectives": list(objectives),
     }
@@ -367,15 +363,11 @@ def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
     return failed
 
 
-SUPERNET_EPOCH_PREFIX = "supernet:epoch:"
-
-
 def record_supernet_epochs(
     storage_url: str,
     study_name: str,
     *,
-    space_spec: dict[str, Any],
-    space_file: str | None,
+    space_record: dict[str, Any],
     objectives: Sequence[dict[str, Any]],
     records: Sequence[dict[str, Any]],
     checkpoint: Any,
@@ -385,10 +377,10 @@ def record_supernet_epochs(
     run can pass its whole history and only what a kill lost is added."""
     import optuna
 
-    from nasplat.space import parse_space
+    from nasplat.space import space_from_record
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = parse_space(space_spec, space_file)
+    space = space_from_record(space_record)
     study = open_study(make_storage(storage_url), study_name, space=space, objectives=objectives, sampler=None)
     present = study.user_attrs
     for record in records:

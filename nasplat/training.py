@@ -30,16 +30,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from nasplat import registry
 from nasplat.errors import NasplatError
 from nasplat.supernet import Supernet
+from nasplat.train_settings import TrainSettings
 
 if TYPE_CHECKING:
     from nasplat.architecture import Architecture
@@ -49,46 +49,6 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = 1
 _SEED_TAG_DATA, _SEED_TAG_PATHS, _SEED_TAG_TASK, _SEED_TAG_PROGRESS = 0, 1, 2, 3
-
-
-class TrainSettings(BaseModel):
-    """Hyper-parameters of supernet training (SGD or AdamW, linear warm-up then cosine decay, set per step)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0, description="applied to weights with 2+ dims, not to BN/bias")
-    nesterov: bool = True
-    optimizer: Literal["sgd", "adamw"] = Field(
-        default="sgd", description="sgd (momentum, nesterov) or adamw (betas 0.9/0.999; momentum ignored)"
-    )
-    warmup_epochs: float = Field(default=0.0, ge=0)
-    strategy: str = "uniform"
-    strategy_options: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
-    lr_scaling: Literal["linear", "none"] = Field(
-        default="linear", description="linear: lr (set for one worker) times the number of workers"
-    )
-    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16: autocast forward passes")
-    progress_subnets: int = Field(
-        default=0, ge=0, description="random subnets evaluated after each epoch (needs validation data)"
-    )
-    progress_images: int = Field(default=512, ge=1, description="validation images per progress evaluation")
-    seed: int = 0
-    augment: bool = Field(default=False, description="random crop + flip of training batches (32×32 colour)")
-    grad_clip_norm: float | None = Field(default=None, gt=0)
-    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap steps per epoch (short CPU runs)")
-    checkpoint_every_epochs: int = Field(default=1, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainSettings:
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
-        return self
 
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -265,11 +225,7 @@ def _frozen_bn(model: nn.Module) -> Iterator[None]:
 
 
 def make_strategy(name: str, space: SearchSpace, options: dict[str, Any] | None = None) -> SamplingStrategy:
-    cls = registry.get("strategy", name)
-    try:
-        strategy = cls(space, **(options or {}))
-    except TypeError as exc:
-        raise NasplatError(f"strategy '{name}': bad options ({exc})") from None
+    strategy = registry.build("strategy", name, space, options=options)
     if not isinstance(strategy, SamplingStrategy):
         raise NasplatError(f"strategy '{name}' is not a SamplingStrategy")
     return strategy

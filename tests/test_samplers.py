@@ -106,7 +106,9 @@ def test_ranks_and_crowding() -> None:
 def test_bad_sampler_options_are_one_line_errors(flat: Any) -> None:
     from nasplat.errors import NasplatError, UnknownNameError
 
-    with pytest.raises(NasplatError, match="sampler 'evolution': bad options"):
+    with pytest.raises(
+        NasplatError, match=r"sampler 'evolution' has no option 'populaton_size'; allowed: .*population_size"
+    ):
         make_sampler("evolution", seed=0, n_objectives=1, space=flat, options={"populaton_size": 3})
     with pytest.raises(UnknownNameError, match="evolution"):
         make_sampler("nope", seed=0, n_objectives=1, space=flat)

@@ -120,7 +120,7 @@ def test_attentive_trains_paths_on_the_cost_loss_front(
         assert not any(c2 <= c and v2 <= v and (c2, v2) != (c, v) for c2, v2 in scores.values())
     with pytest.raises(NasplatError, match="no metric"):
         make_strategy("attentive", space, {"metric": "latency_parsecs"})
-    with pytest.raises(NasplatError, match="bad options"):
+    with pytest.raises(NasplatError, match=r"strategy 'attentive' has no option 'candidatez'; allowed: .*candidates"):
         make_strategy("attentive", space, {"candidatez": 3})
 
 

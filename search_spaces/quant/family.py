@@ -281,14 +281,10 @@ def _slot_name(layer: str) -> str:
 
 
 def _resolve_base_space(space: SearchSpace, name: str) -> SearchSpace:
-    from nasplat.space import load_space
+    from nasplat.space import resolve_space_ref
 
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and not p.is_absolute() and space.path is not None:
-        p = space.path.parent / p
-    target: str | Path = p if p.suffix in (".yaml", ".yml") else name
     try:
-        return load_space(target)
+        return resolve_space_ref(space, name)
     except SpecError:
         raise
     except NasplatError as exc:
@@ -450,7 +446,7 @@ class QuantFamily(Family):
 
     def plan(self, space: SearchSpace) -> QuantPlan:
         plans: dict[tuple[str, str], QuantPlan] = self.__dict__.setdefault("_plans", {})
-        key = (space.hash, str(space.path))
+        key = (space.spec_hash, str(space.path))
         plan = plans.get(key)
         if plan is None:
             plan = plans[key] = make_plan(space)
@@ -458,6 +454,13 @@ class QuantFamily(Family):
 
     def check_space(self, space: SearchSpace) -> None:
         self.plan(space)
+
+    def referenced_spaces(self, space: SearchSpace) -> dict[str, SearchSpace]:
+        macro: QuantMacro = space.macro  # type: ignore[assignment]
+        base = self.plan(space).base
+        if macro.base_space is None or not isinstance(base, SpaceBase):
+            return {}
+        return {macro.base_space: base.space}
 
     # text forms ----------------------------------------------------------------------------------------------
     def policy_string(self, space: SearchSpace, arch: Architecture) -> str:
