@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nasplat.errors import NasplatError
 from nasplat.estimator import Estimator
+from nasplat.inherit import Calibration
 from nasplat.registry import register
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nasplat.architecture import Architecture
     from nasplat.data import DataSpec
     from nasplat.space import SearchSpace
@@ -40,6 +43,8 @@ class SupernetEstimator(Estimator):
 
     The supernet is built from the space (``space.family.build_supernet``) and the checkpoint (a checkpoint
     folder or a training run folder) and the data splits (``nasplat.data.load_splits(data)``) are loaded once.
+    A checkpoint trained on images of another shape or class count than ``data``'s, or a damaged one, is refused
+    with a NasplatError before any evaluation.
     ``evaluate`` recalibrates BatchNorm on ``calib_batches`` batches of the train split, then measures the
     family's task metrics on the whole validation split, per architecture (``nasplat.training.evaluate_subnet``).
     """
@@ -57,7 +62,7 @@ class SupernetEstimator(Estimator):
         seed: int = 0,
     ) -> None:
         from nasplat.data import load_splits
-        from nasplat.training import load_checkpoint, resolve_checkpoint
+        from nasplat.training import check_checkpoint_data, load_checkpoint, read_checkpoint_state, resolve_checkpoint
 
         if eval_batch_size < 1:
             raise NasplatError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
@@ -69,14 +74,21 @@ class SupernetEstimator(Estimator):
         self.eval_batch_size = eval_batch_size
         self.calib_batches = calib_batches
         self.seed = seed
+        self.train_data, self.val_data = load_splits(data)
+        # a supernet trained on other images (shape, classes) measures nothing: refuse before any work
+        check_checkpoint_data(read_checkpoint_state(self.checkpoint), self.checkpoint, space, self.train_data)
         self.task = space.family.task(space)
         self.supernet = space.family.build_supernet(space)
         self.checkpoint_info: dict[str, Any] = dict(load_checkpoint(self.supernet, self.checkpoint) or {})
         self.supernet.eval()
-        self.train_data, self.val_data = load_splits(data)
 
     def metrics(self) -> dict[str, str]:
         return dict(self.task.metrics)
+
+    @classmethod
+    def declared_metrics(cls, space: SearchSpace, options: Mapping[str, Any]) -> dict[str, str] | None:
+        """The family's task metrics (no checkpoint or data needed)."""
+        return dict(space.family.task(space).metrics)
 
     def evaluate(self, archs: Sequence[Architecture]) -> list[dict[str, float]]:
         from nasplat.training import evaluate_subnet
@@ -111,7 +123,7 @@ class SupernetEstimator(Estimator):
             "n_val": str(self.data.n_val),
             "data_seed": str(self.data.seed),
             "seed": str(self.seed),
-            "calib_batches": str(self.calib_batches),
+            **Calibration(self.calib_batches, self.eval_batch_size, self.seed).provenance(),
         }
 
 
@@ -139,42 +151,11 @@ class TabularEstimator(Estimator):
         arch_column: str = "arch",
         columns: dict[str, str] | None = None,
     ) -> None:
-        import pandas as pd
-
         self.space = space
         self.table = Path(table)
         self.arch_column = arch_column
-        if not self.table.is_file():
-            raise NasplatError(f"benchmark table {self.table}: file not found")
-        try:
-            frame = pd.read_csv(self.table)
-        except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-            raise NasplatError(f"benchmark table {self.table}: cannot read it as CSV: {exc}") from None
-        present = [str(c) for c in frame.columns]
-        if arch_column not in frame.columns:
-            raise NasplatError(
-                f"benchmark table {self.table} has no column '{arch_column}'; columns present: {', '.join(present)}"
-            )
-        numeric = [str(c) for c in frame.columns if c != arch_column and pd.api.types.is_numeric_dtype(frame[c])]
-        if columns is None:
-            if not numeric:
-                raise NasplatError(
-                    f"benchmark table {self.table} has no numeric column besides '{arch_column}'; "
-                    f"columns present: {', '.join(present)}"
-                )
-            columns = {c: "maximize" if "acc" in c.lower() else "minimize" for c in numeric}
-        elif not columns:
-            raise NasplatError("columns must name at least one metric column")
-        for col, direction in columns.items():
-            if col not in frame.columns:
-                raise NasplatError(
-                    f"benchmark table {self.table} has no column '{col}'; columns present: {', '.join(present)}"
-                )
-            if col == arch_column or col not in numeric:
-                raise NasplatError(f"benchmark table {self.table}: column '{col}' is not numeric")
-            if direction not in DIRECTIONS:
-                raise NasplatError(f"column '{col}': unknown direction '{direction}'; allowed: {', '.join(DIRECTIONS)}")
-        self.columns: dict[str, str] = dict(columns)
+        frame = _read_table(self.table)
+        self.columns: dict[str, str] = _metric_columns(self.table, frame, arch_column, columns)
         names = list(self.columns)
         values = frame[names].to_numpy(dtype=float)
         self._rows: list[dict[str, float]] = [dict(zip(names, map(float, row), strict=True)) for row in values]
@@ -205,6 +186,14 @@ class TabularEstimator(Estimator):
     def metrics(self) -> dict[str, str]:
         return dict(self.columns)
 
+    @classmethod
+    def declared_metrics(cls, space: SearchSpace, options: Mapping[str, Any]) -> dict[str, str] | None:
+        """The table's metric columns, read from the CSV without parsing its architectures."""
+        if "table" not in options:
+            return None  # a missing required option is reported by the options check
+        table = Path(options["table"])
+        return _metric_columns(table, _read_table(table), options.get("arch_column", "arch"), options.get("columns"))
+
     def lookup(self, arch: Architecture) -> dict[str, float]:
         """The table's row for ``arch`` (exact match first, then its canonical form)."""
         if arch.space != self.space.name:
@@ -229,6 +218,49 @@ class TabularEstimator(Estimator):
             "space": self.space.name,
             "space_hash": self.space.hash,
         }
+
+
+def _read_table(table: Path) -> pd.DataFrame:
+    """A benchmark table read as CSV; a missing or unreadable file is one line naming it."""
+    import pandas as pd
+
+    if not table.is_file():
+        raise NasplatError(f"benchmark table {table}: file not found")
+    try:
+        return pd.read_csv(table)
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        raise NasplatError(f"benchmark table {table}: cannot read it as CSV: {exc}") from None
+
+
+def _metric_columns(
+    table: Path, frame: pd.DataFrame, arch_column: str, columns: dict[str, str] | None
+) -> dict[str, str]:
+    """The metric columns of a benchmark table with their directions (see :class:`TabularEstimator`)."""
+    import pandas as pd
+
+    present = [str(c) for c in frame.columns]
+    if arch_column not in frame.columns:
+        raise NasplatError(
+            f"benchmark table {table} has no column '{arch_column}'; columns present: {', '.join(present)}"
+        )
+    numeric = [str(c) for c in frame.columns if c != arch_column and pd.api.types.is_numeric_dtype(frame[c])]
+    if columns is None:
+        if not numeric:
+            raise NasplatError(
+                f"benchmark table {table} has no numeric column besides '{arch_column}'; "
+                f"columns present: {', '.join(present)}"
+            )
+        columns = {c: "maximize" if "acc" in c.lower() else "minimize" for c in numeric}
+    elif not columns:
+        raise NasplatError("columns must name at least one metric column")
+    for col, direction in columns.items():
+        if col not in frame.columns:
+            raise NasplatError(f"benchmark table {table} has no column '{col}'; columns present: {', '.join(present)}")
+        if col == arch_column or col not in numeric:
+            raise NasplatError(f"benchmark table {table}: column '{col}' is not numeric")
+        if direction not in DIRECTIONS:
+            raise NasplatError(f"column '{col}': unknown direction '{direction}'; allowed: {', '.join(DIRECTIONS)}")
+    return dict(columns)
 
 
 def _checkpoint_space_hash(info: dict[str, Any]) -> str | None:

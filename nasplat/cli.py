@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +15,11 @@ from rich.table import Table
 
 from nasplat.errors import NasplatError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nasplat.runfile import RunSpec
+
 app = typer.Typer(
     help="nasplat: neural architecture search with search spaces as data.",
     no_args_is_help=True,
@@ -22,6 +28,8 @@ app = typer.Typer(
 )
 spaces_app = typer.Typer(help="List, show, validate and sample search spaces.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
+studies_app = typer.Typer(help="The studies in a storage: list them (--storage URL), or delete one.")
+app.add_typer(studies_app, name="studies")
 
 out = Console()
 err = Console(stderr=True)
@@ -30,18 +38,44 @@ StorageOpt = Annotated[
     str, typer.Option("--storage", help="SQLAlchemy URL of the study storage, e.g. sqlite:///study.db")
 ]
 StudyOpt = Annotated[str | None, typer.Option("--study", help="study name (default: the most recent one)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout instead of a table")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import nasplat
+
+        typer.echo(f"nasplat {nasplat.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """nasplat: neural architecture search with search spaces as data."""
 
 
 # ---------------------------------------------------------------------------------------------------- spaces
 @spaces_app.command("list")
-def spaces_list() -> None:
+def spaces_list(as_json: JsonOpt = False) -> None:
     """Every registered space: shipped ones and those of installed plugins."""
     from nasplat.space import list_spaces, load_space
 
     table = Table("name", "family", "dimensions", "size", "file")
+    rows: list[dict[str, Any]] = []
     for name, path in list_spaces().items():
         space = load_space(path)
+        rows.append(
+            {"name": name, "space": space.name, "family": space.spec.family, "dimensions": len(space.dimensions),
+             "size": space.size(), "hash": space.hash, "file": str(path)}
+        )  # fmt: skip
         table.add_row(name, space.spec.family, str(len(space.dimensions)), f"{space.size():,}", str(path))
+    if as_json:
+        _print_json({"spaces": rows})
+        return
     out.print(table)
 
 
@@ -113,11 +147,12 @@ def search(
     workers: Annotated[int | None, typer.Option(min=1, help="Ray actors evaluating batches (override)")] = None,
     ray_address: Annotated[str | None, typer.Option(help="join this Ray cluster instead of a local one")] = None,
 ) -> None:
-    """Run the search a run file declares; running it again continues the same study."""
-    from nasplat.runfile import load_run
+    """Run the search a run file declares; running it again continues the same study.
+
+    The run file is checked first (as `nasplat check` does): every problem is listed and nothing runs."""
     from nasplat.search import run_search
 
-    run = load_run(run_file)
+    run = _checked_run(run_file)
     if resume:
         _require_study(run.storage_url, run.study)
     result = run_search(run, run_file=run_file, log=_log, trials=trials, workers=workers, ray_address=ray_address)
@@ -138,12 +173,13 @@ def train_supernet_cmd(
     ] = None,
     in_process: Annotated[bool, typer.Option(help="train in this process, without Ray")] = False,
 ) -> None:
-    """Train (or resume training) the run file's supernet on Ray Train workers."""
-    from nasplat.runfile import load_run
+    """Train (or resume training) the run file's supernet on Ray Train workers.
+
+    The run file is checked first (as `nasplat check` does): every problem is listed and nothing runs."""
     from nasplat.search import prepare_supernet
     from nasplat.space import load_space
 
-    run = load_run(run_file)
+    run = _checked_run(run_file, training=True)
     if in_process and (workers or ray_address):
         raise NasplatError("--in-process cannot be combined with --workers or --ray-address")
     if in_process:
@@ -159,23 +195,67 @@ def train_supernet_cmd(
 
 
 # ---------------------------------------------------------------------------------------------------- results
-@app.command()
-def studies(storage: StorageOpt) -> None:
-    """The studies in a storage."""
+@studies_app.callback(invoke_without_command=True)
+def studies(
+    ctx: typer.Context,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="SQLAlchemy URL of the study storage, e.g. sqlite:///study.db")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The studies in a storage (`nasplat studies --storage URL`); `nasplat studies delete` removes one."""
     import optuna
 
-    from nasplat.study import make_storage
+    from nasplat.check import existing_storage
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if storage is None:
+        raise NasplatError(
+            "missing option '--storage': the storage's URL, e.g. sqlite:///nasplat-runs/quickstart/study.db"
+        )
     table = Table("study", "space", "objectives", "trials")
-    for s in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False):
+    rows: list[dict[str, Any]] = []
+    for s in optuna.get_all_study_summaries(existing_storage(storage), include_best_trial=False):
         objs = s.user_attrs.get("objectives") or []
+        rows.append(
+            {"study": s.study_name, "space": s.user_attrs.get("space"), "space_hash": s.user_attrs.get("space_hash"),
+             "objectives": objs, "trials": s.n_trials, "run_dir": s.user_attrs.get("run_dir"),
+             "created": s.datetime_start.isoformat() if s.datetime_start else None}
+        )  # fmt: skip
         table.add_row(
             s.study_name,
             str(s.user_attrs.get("space", "?")),
             ", ".join(f"{o['metric']} ({o['direction'][:3]})" for o in objs),
             str(s.n_trials),
         )
+    if as_json:
+        _print_json({"storage": storage, "studies": rows})
+        return
     out.print(table)
+
+
+@studies_app.command("delete")
+def studies_delete(
+    storage: StorageOpt,
+    study: Annotated[str, typer.Option("--study", help="name of the study to delete")],
+    yes: Annotated[bool, typer.Option("--yes", help="really delete it (its trials cannot be recovered)")] = False,
+) -> None:
+    """Delete a study and all its trials from a storage (files in its run folder are kept)."""
+    import optuna
+
+    from nasplat.check import existing_storage
+    from nasplat.study import load_study
+
+    st = existing_storage(storage)
+    found = load_study(st, study)
+    n = len(found.get_trials(deepcopy=False))
+    if not yes:
+        raise NasplatError(f"not deleting study '{study}' ({n} trials): add --yes to delete it for good")
+    optuna.delete_study(study_name=study, storage=st)
+    run_dir = found.user_attrs.get("run_dir")
+    kept = f"; files in {run_dir} are kept" if run_dir else ""
+    out.print(f"deleted study '{escape(study)}' ({n} trials) from {escape(storage)}{escape(kept)}", highlight=False)
 
 
 @app.command()
@@ -193,13 +273,24 @@ def pareto(
             help="rank by 'inherited' (the search's values) or 'finetuned' (stand-alone, after nasplat finetune)",
         ),
     ] = "inherited",
+    as_json: JsonOpt = False,
 ) -> None:
     """The Pareto front of a study as a table (and its hypervolume given a reference point)."""
     ref = _parse_floats(reference) if reference else None
-    front = _print_pareto(storage, study, ref, by)
+    if as_json:
+        st, front, hv = _pareto(storage, study, ref, by)
+        from nasplat.study import objective_names
+
+        _print_json(
+            {"study": st.study_name, "by": by, "objectives": objective_names(st),
+             "directions": [d.name.lower() for d in st.directions], "reference": ref, "hypervolume": hv,
+             "front": _records(front)}
+        )  # fmt: skip
+    else:
+        front = _print_pareto(storage, study, ref, by)
     if csv is not None:
         front.to_csv(csv, index=False)
-        out.print(f"written: {csv}")
+        (err if as_json else out).print(f"written: {csv}")
 
 
 @app.command()
@@ -211,10 +302,11 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle folder")] = False,
 ) -> None:
     """Export a trial as a stand-alone bundle: weights, spec, metrics, ONNX and a loader."""
+    from nasplat.check import existing_storage
     from nasplat.results import export_trial, pick_trial
-    from nasplat.study import load_study, make_storage
+    from nasplat.study import load_study
 
-    st = load_study(make_storage(storage), study)
+    st = load_study(existing_storage(storage), study)
     t = pick_trial(st, trial)
     result = export_trial(st, t, out_dir, overwrite=overwrite)
     out.print(f"[green]exported[/] trial {t.number} ({t.user_attrs.get('arch_string')}) to {result.bundle_dir}")
@@ -246,6 +338,7 @@ def quickstart(
 # Command groups that live in their own modules (each defines ``register(app)``; heavy imports stay inside
 # the commands so that ``nasplat --help`` stays fast).
 _GROUPS = (
+    "nasplat.cli_check",
     "nasplat.cli_predictor",
     "nasplat.cli_costs",
     "nasplat.cli_dashboard",
@@ -283,18 +376,48 @@ def _parse_floats(text: str) -> list[float]:
         raise NasplatError(f"expected comma-separated numbers, got '{text}'") from None
 
 
-def _require_study(storage_url: str, study: str) -> None:
-    from nasplat.study import load_study, make_storage
+def _checked_run(run_file: Path, *, training: bool = False) -> RunSpec:
+    """The run file, checked as `nasplat check` does: every problem on its own line (stderr), exit 2."""
+    from nasplat.check import check_run_file
 
-    load_study(make_storage(storage_url), study)
+    problems, run = check_run_file(run_file, training=training)
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems or run is None:
+        raise typer.Exit(2)
+    return run
+
+
+def _require_study(storage_url: str, study: str) -> None:
+    from nasplat.check import existing_storage
+    from nasplat.study import load_study
+
+    load_study(existing_storage(storage_url), study)
+
+
+def _print_json(doc: Any) -> None:
+    """One JSON document on stdout (never wrapped or coloured)."""
+    typer.echo(json.dumps(doc, indent=2, default=str))
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as JSON-able dicts (NaN as null)."""
+    return json.loads(frame.to_json(orient="records", default_handler=str)) if len(frame) else []  # type: ignore[no-any-return]
+
+
+def _pareto(storage: str, study_name: str | None, reference: list[float] | None, by: str):  # type: ignore[no-untyped-def]
+    from nasplat.check import existing_storage
+    from nasplat.study import load_study, pareto_frame
+
+    st = load_study(existing_storage(storage), study_name)
+    front, hv = pareto_frame(st, reference, by=by)
+    return st, front, hv
 
 
 def _print_pareto(storage: str, study_name: str | None, reference: list[float] | None, by: str = "inherited"):  # type: ignore[no-untyped-def]
     from nasplat.results import front_table
-    from nasplat.study import load_study, make_storage, pareto_frame
 
-    st = load_study(make_storage(storage), study_name)
-    front, hv = pareto_frame(st, reference, by=by)
+    st, front, hv = _pareto(storage, study_name, reference, by)
     ranked = " by fine-tuned values" if by == "finetuned" else ""
     out.print(front_table(st, front, f"Pareto front of '{st.study_name}'{ranked} ({len(front)} trials)"))
     if hv is not None:
