@@ -185,6 +185,7 @@ def run_search(
     """Run (or continue) the search a run file declares; returns where the results are."""
     import optuna
 
+    from nasplat.check import require_valid_run
     from nasplat.samplers import make_sampler
     from nasplat.study import (
         fail_silent_trials,
@@ -195,6 +196,7 @@ def run_search(
         suggest_architecture,
     )
 
+    require_valid_run(run, run_file=run_file)  # every problem of the run file at once, before any work
     t0 = time.perf_counter()
     space = load_space(run.space)
     run_dir = Path(run.run_dir)

@@ -137,6 +137,8 @@ def open_study(
             if existing.get(key) is None and value is not None:
                 study.set_user_attr(key, value)
         return study
+    with quiet_optuna():  # tools reading the study (Optuna's dashboard, plots) name the objectives
+        study.set_metric_names([str(o["metric"]) for o in objectives])
     import nasplat
     from nasplat import study_record
 
