@@ -35,8 +35,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the dashboards of a storage (read-only, refreshed live): studies, Pareto fronts, trials, export."""
         from nasplat import registry
+        from nasplat.check import require_existing_storage
         from nasplat.errors import NasplatError, UnknownNameError
 
+        require_existing_storage(storage)  # read-only: never create an empty database for a mistyped path
         try:
             serve = registry.get("dashboard", "dash")
         except UnknownNameError as exc:

@@ -43,8 +43,9 @@ def finetune(
     from rich.console import Console
     from rich.markup import escape
 
+    from nasplat.check import existing_storage
     from nasplat.finetune import FinetuneInterrupted, FinetuneSettings, run_finetune
-    from nasplat.study import load_study, make_storage
+    from nasplat.study import load_study
 
     con = Console(highlight=False, soft_wrap=True)
     settings = FinetuneSettings(
@@ -61,7 +62,7 @@ def finetune(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
     )
-    st = load_study(make_storage(storage), study)
+    st = load_study(existing_storage(storage), study)
     try:
         result = run_finetune(
             st,
