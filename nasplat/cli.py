@@ -252,8 +252,8 @@ def studies_delete(
     n = len(found.get_trials(deepcopy=False))
     if not yes:
         raise NasplatError(f"not deleting study '{study}' ({n} trials): add --yes to delete it for good")
-    optuna.delete_study(study_name=study, storage=st)
     run_dir = found.user_attrs.get("run_dir")
+    optuna.delete_study(study_name=study, storage=st)
     kept = f"; files in {run_dir} are kept" if run_dir else ""
     out.print(f"deleted study '{escape(study)}' ({n} trials) from {escape(storage)}{escape(kept)}", highlight=False)
 
@@ -276,6 +276,10 @@ def pareto(
     as_json: JsonOpt = False,
 ) -> None:
     """The Pareto front of a study as a table (and its hypervolume given a reference point)."""
+    if csv is not None:
+        from nasplat.files import check_output_file
+
+        check_output_file(csv, "--csv")
     ref = _parse_floats(reference) if reference else None
     if as_json:
         st, front, hv = _pareto(storage, study, ref, by)
@@ -303,9 +307,11 @@ def export(
 ) -> None:
     """Export a trial as a stand-alone bundle: weights, spec, metrics, ONNX and a loader."""
     from nasplat.check import existing_storage
+    from nasplat.files import check_output_dir
     from nasplat.results import export_trial, pick_trial
     from nasplat.study import load_study
 
+    check_output_dir(out_dir, "--out")
     st = load_study(existing_storage(storage), study)
     t = pick_trial(st, trial)
     result = export_trial(st, t, out_dir, overwrite=overwrite)
@@ -435,6 +441,10 @@ def main() -> None:
         e = exc.errors()[0]
         where = ".".join(str(p) for p in e["loc"])
         err.print(f"[red]error:[/] {escape(exc.title)} at '{escape(where)}': {escape(e['msg'])}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # the net for a file that could not be read or written (most are checked up front)
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"[red]error:[/] {escape(where + (exc.strerror or str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished trials and checkpoints are kept; run the same command again to continue")
