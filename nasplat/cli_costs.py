@@ -38,6 +38,16 @@ def make_cost_model(name: str, options: dict[str, Any]) -> Any:
     return registry.build("cost_model", name, options=options)
 
 
+def check_device_option(cm: Any, model: str, device: str | None) -> None:
+    """``--device`` must name one of the model's devices, and is refused for a model whose costs have none."""
+    if device is not None and cm.devices() is None:
+        raise NasplatError(
+            f"--device {device}: cost model '{model}' has no devices (its costs are the same on every machine); "
+            "drop --device, or choose a model with devices (see `nasplat cost-models`)"
+        )
+    cm.check_device(device)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile(
@@ -65,6 +75,10 @@ def register(app: typer.Typer) -> None:
         from nasplat import registry
         from nasplat.space import load_space
 
+        if out is not None:
+            from nasplat.files import check_output_file
+
+            check_output_file(out, "--out")
         console = Console()
         sp = load_space(space)
         lut = registry.get("cost_model", "lut")
@@ -112,7 +126,7 @@ def register(app: typer.Typer) -> None:
         if table:
             options["tables"] = [str(t) for t in table]
         cm = make_cost_model(model, options)
-        cm.check_device(device)
+        check_device_option(cm, model, device)
         costs = cm.estimate(sp, a, device)
         if as_json:
             print(json.dumps({"space": sp.name, "arch": sp.to_string(a), "model": model, "device": device, **costs}))

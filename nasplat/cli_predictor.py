@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,12 +24,23 @@ def _console():  # type: ignore[no-untyped-def]
 
 def _check_out_dir(out: Path) -> None:
     """A new or empty folder, or one holding a saved predictor (which is replaced)."""
+    from nasplat.files import check_output_dir
     from nasplat.predictor import MANIFEST
 
     if out.exists() and not out.is_dir():
         raise NasplatError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise NasplatError(f"--out {out}: folder is not empty and holds no saved predictor; choose another folder")
+    check_output_dir(out.parent if out.is_dir() else out, "--out")  # replacing it needs its parent writable
+
+
+def _check_varies(y: Any, table: Path, target: str) -> None:
+    """A target that is the same in every row gives a predictor nothing to learn (and rank metrics no order)."""
+    if len(y) > 1 and float(y.min()) == float(y.max()):
+        raise NasplatError(
+            f"{table}: column '{target}' holds the same value ({y[0]:g}) in all {len(y)} rows; "
+            "a predictor needs targets that vary"
+        )
 
 
 def fit_from_table(
@@ -46,10 +57,10 @@ def fit_from_table(
     import shutil
 
     from nasplat import registry
+    from nasplat.files import read_csv
     from nasplat.predictor import (
         PriorTable,
         archs_from_column,
-        read_table,
         target_values,
         update_manifest,
     )
@@ -58,8 +69,9 @@ def fit_from_table(
     cls = registry.get("predictor", model)  # unknown names list the registered ones
     _check_out_dir(out)
     space = load_space(space_name)
-    frame = read_table(table, [arch_column, target])
+    frame = read_csv(table, [arch_column, target])
     y = target_values(frame, target, str(table))
+    _check_varies(y, table, target)
     archs = archs_from_column(space, list(frame[arch_column]), f"{table}: column '{arch_column}'")
     prior_table = None
     extra = None
@@ -98,20 +110,21 @@ def fit_from_table(
 def predict_from_table(model_dir: Path, table: Path, arch_column: str, out: Path) -> dict[str, object]:
     """What ``nasplat predictor predict`` does; returns a summary (with rank quality when the query table
     holds the target column the predictor was fitted on)."""
+    from nasplat.files import check_output_file, read_csv
     from nasplat.predictor import (
         PriorTable,
         archs_from_column,
         load_predictor,
         prediction_quality,
         read_manifest,
-        read_table,
         space_from_manifest,
     )
 
+    check_output_file(out, "--out")
     manifest = read_manifest(model_dir)
     space = space_from_manifest(model_dir)
     predictor = load_predictor(model_dir)
-    frame = read_table(table, [arch_column])
+    frame = read_csv(table, [arch_column])
     archs = archs_from_column(space, list(frame[arch_column]), f"{table}: column '{arch_column}'")
     extra = None
     if manifest.get("prior") and manifest.get("prior_use") != "pretrained":

@@ -96,7 +96,9 @@ class RunSpec(_Strict):
     ray_address: str | None = Field(default=None, description="join this Ray cluster (default: a local one)")
     run_dir: str = "nasplat-runs/default"
     storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in run_dir")
-    study: str = "default"
+    study: str = Field(
+        default="default", min_length=1, max_length=512, description="study name (Optuna stores at most 512 characters)"
+    )
     seed: int = 0
     heartbeat_s: int = Field(default=10, ge=1, description="running trials prove they are alive this often")
     grace_s: int = Field(default=60, ge=1, description="a running trial silent this long has lost its worker")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nasplat.architecture import Architecture, Value
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
     from nasplat.family import Family
 
 LABEL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+MAX_DIMENSION_VALUES = 1_000_000  # values of one dimension (an integer range is checked before it is expanded)
+MAX_SPACE_VALUES = 2_000_000  # values of all dimensions together (the width of the one-hot encoding)
 
 
 class _Strict(BaseModel):
@@ -93,7 +94,21 @@ class IntegerDimension(_DimensionBase):
     def _range(self) -> IntegerDimension:
         if self.high < self.low:
             raise ValueError(f"'high' ({self.high}) must be >= 'low' ({self.low})")
+        n = self.n_values
+        if n > MAX_DIMENSION_VALUES:
+            raise ValueError(
+                f"'low' {self.low} to 'high' {self.high} in steps of {self.step} gives {n:,} values; a dimension "
+                f"may have at most {MAX_DIMENSION_VALUES:,} (use a larger 'step' or a narrower range)"
+            )
         return self
+
+    @property
+    def n_values(self) -> int:
+        """How many values ``low..high`` holds (computed without expanding the range)."""
+        return (self.high - self.low) // self.step + 1
+
+    def expanded_values(self) -> list[Value]:
+        return list(range(self.low, self.high + 1, self.step))
 
 
 _DIMENSION_TYPES: dict[str, type[BaseModel]] = {
@@ -160,7 +175,10 @@ def spec_error_from_validation(file: str | None, exc: ValidationError, prefix: s
     else:
         got = err.get("input")
         if not isinstance(got, (dict, list)):
-            msg = f"{msg} (got {got!r})"
+            shown = repr(got)
+            if len(shown) > 80:  # a 10,000-character value would bury the message
+                shown = f"{shown[:60]}... ({len(str(got)):,} characters)"
+            msg = f"{msg} (got {shown})"
     extra = len(exc.errors()) - 1
     if extra > 0:
         msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
@@ -218,20 +236,14 @@ register_schema(SpaceSpec)
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file and the YAML position."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NasplatError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise NasplatError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(str(path), "", f"malformed YAML{where}: {problem}") from None
+    """Read a YAML file that must hold a mapping; errors name the file, the key and the YAML position.
+
+    Goes through :func:`nasplat.files.read_yaml`: binary or non-UTF-8 bytes, duplicate keys, deep nesting,
+    alias bombs and oversized files are one line each, never a traceback.
+    """
+    from nasplat.files import read_yaml
+
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(str(path), "", f"expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -266,30 +278,181 @@ def _outer_names(node: ast.AST) -> list[str]:
     return [n for child in ast.iter_child_nodes(node) for n in _outer_names(child)]
 
 
-class Constraint:
-    """A boolean expression over labels, e.g. ``stage1.depth <= stage2.depth or cell.edge_1_0 != 'none'``."""
+_MAX_CONSTRAINT_DEPTH = 50  # levels of sub-expressions in one constraint
+_NUM, _STR, _LIST = "number", "string", "list"
 
-    def __init__(self, text: str, labels: set[str], file: str | None, key: str) -> None:
+
+def _kind(value: object) -> str:
+    return _STR if isinstance(value, str) else _NUM
+
+
+def _depth(tree: ast.AST) -> int:
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _preview(choices: Sequence[Value], n: int = 8) -> str:
+    shown = ", ".join(repr(c) for c in choices[:n])
+    return shown + (f", ... ({len(choices):,} in all)" if len(choices) > n else "")
+
+
+class Constraint:
+    """A boolean expression over labels, e.g. ``stage1.depth <= stage2.depth or cell.edge_1_0 != 'none'``.
+
+    Checked when declared: the syntax (a small safe subset of Python: no calls, no attribute access other than
+    dotted labels), the labels, and the types (given each label's choices): ordering compares two numbers or
+    two strings, arithmetic works on numbers, and a label compared with a constant must have that constant
+    among its choices. Evaluation errors (``1 / 0``) are a :class:`SpecError` naming the constraint's key.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        labels: Mapping[str, Sequence[Value]] | set[str],
+        file: str | None,
+        key: str,
+    ) -> None:
         self.text = text
+        self.file = file
+        self.key = key
         try:
             tree = ast.parse(text, mode="eval")
         except SyntaxError as exc:
             raise SpecError(file, key, f"constraint is not a valid expression: {exc.msg}") from None
+        except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes; absurd nesting
+            raise SpecError(file, key, f"constraint is not a valid expression: {exc}") from None
+        if _depth(tree) > _MAX_CONSTRAINT_DEPTH:
+            raise SpecError(file, key, f"constraint is nested more than {_MAX_CONSTRAINT_DEPTH} levels deep")
         for node in ast.walk(tree):
             if not isinstance(node, _ALLOWED_NODES):
                 raise SpecError(file, key, f"constraint uses '{type(node).__name__}', which is not allowed")
+            if isinstance(node, ast.Attribute) and _dotted(node) is None:
+                raise SpecError(
+                    file, key, f"constraint uses attribute access '{ast.unparse(node)}'; only dotted labels are allowed"
+                )
+            if isinstance(node, ast.Constant) and (node.value is None or not isinstance(node.value, (str, int, float))):
+                raise SpecError(
+                    file, key, f"constraint uses the constant {node.value!r}; allowed: numbers, strings, True, False"
+                )
         for name in _outer_names(tree):
             if name not in labels:
                 raise SpecError(file, key, f"constraint names unknown label '{name}'")
         self._tree = tree
+        if isinstance(labels, Mapping):
+            self._choices: Mapping[str, Sequence[Value]] = labels
+            self._sets: dict[str, set[Value]] = {}
+            self._kinds(tree.body)
 
+    # static checks ---------------------------------------------------------------------------------------------
+    def _fail(self, expected: str) -> SpecError:
+        return SpecError(self.file, self.key, f"constraint {expected}")
+
+    def _kinds(self, node: ast.AST) -> frozenset[str]:
+        """The kinds of value ``node`` can take (number, string, list); raises on a type error."""
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            return frozenset(_kind(c) for c in self._choices[_dotted(node) or ""])
+        if isinstance(node, ast.Constant):
+            return frozenset([_kind(node.value)])
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for e in node.elts:
+                self._kinds(e)
+            return frozenset([_LIST])
+        if isinstance(node, ast.BoolOp):
+            for e in node.values:
+                self._kinds(e)
+            return frozenset([_NUM])
+        if isinstance(node, ast.UnaryOp):
+            operand = self._kinds(node.operand)
+            if isinstance(node.op, ast.USub) and operand != {_NUM}:
+                raise self._fail(f"negates '{ast.unparse(node.operand)}', which can be a {_or(operand - {_NUM})}")
+            return frozenset([_NUM])
+        if isinstance(node, ast.IfExp):
+            self._kinds(node.test)
+            return self._kinds(node.body) | self._kinds(node.orelse)
+        if isinstance(node, ast.BinOp):
+            left, right = self._kinds(node.left), self._kinds(node.right)
+            same_kind = isinstance(node.op, ast.Add)  # number + number, string + string, list + list
+            out = set()
+            for a in left:
+                for b in right:
+                    if not (a == b == _NUM or (same_kind and a == b)):
+                        raise self._fail(
+                            f"applies '{_OP_TEXT[type(node.op)]}' to a {a} ('{ast.unparse(node.left)}') "
+                            f"and a {b} ('{ast.unparse(node.right)}'); it needs two numbers"
+                            + (" (or two strings, or two lists)" if same_kind else "")
+                        )
+                    out.add(a)
+            return frozenset(out)
+        if isinstance(node, ast.Compare):
+            left_node = node.left
+            left = self._kinds(left_node)
+            for op, comp in zip(node.ops, node.comparators, strict=True):
+                right = self._kinds(comp)
+                self._check_comparison(op, left_node, left, comp, right)
+                left_node, left = comp, right
+            return frozenset([_NUM])
+        raise self._fail(f"cannot use {type(node).__name__}")  # unreachable: the node types are checked above
+
+    def _check_comparison(
+        self, op: ast.cmpop, left_node: ast.expr, left: frozenset[str], right_node: ast.expr, right: frozenset[str]
+    ) -> None:
+        sym = _OP_TEXT[type(op)]
+        if isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+            if not (left == right == {_NUM} or left == right == {_STR}):
+                raise self._fail(
+                    f"orders a {_or(left)} ('{ast.unparse(left_node)}') against a {_or(right)} "
+                    f"('{ast.unparse(right_node)}') with '{sym}'; ordering needs two numbers or two strings"
+                )
+        elif isinstance(op, (ast.In, ast.NotIn)):
+            if _NUM in right or (_STR in right and left != {_STR}):
+                raise self._fail(
+                    f"'{ast.unparse(left_node)} {sym} {ast.unparse(right_node)}': the right side of '{sym}' must be "
+                    "a list (or a string, when the left side is a string)"
+                )
+            if isinstance(right_node, (ast.Tuple, ast.List)):
+                for e in right_node.elts:
+                    self._check_choice(left_node, e)
+        else:  # == and !=
+            self._check_choice(left_node, right_node)
+            self._check_choice(right_node, left_node)
+
+    def _check_choice(self, label_node: ast.expr, const_node: ast.expr) -> None:
+        """A label compared with a constant must have that constant among its choices (else: a typo)."""
+        if not isinstance(label_node, (ast.Name, ast.Attribute)) or not isinstance(const_node, ast.Constant):
+            return
+        label = _dotted(label_node) or ""
+        choices = self._choices[label]
+        allowed = self._sets.get(label)
+        if allowed is None:
+            allowed = self._sets[label] = set(choices)
+        if const_node.value not in allowed:
+            raise self._fail(
+                f"compares '{label}' with {const_node.value!r}, which is not one of its choices: {_preview(choices)}"
+            )
+
+    # evaluation ------------------------------------------------------------------------------------------------
     def holds(self, values: Mapping[str, Value]) -> bool:
-        return bool(self._eval(self._tree.body, values))
+        try:
+            return bool(self._eval(self._tree.body, values))
+        except NasplatError:
+            raise
+        except Exception as exc:  # a closed little language: whatever fails, the declaration is at fault
+            shown = ", ".join(f"{k}={values.get(k)!r}" for k in dict.fromkeys(_outer_names(self._tree)))
+            raise self._fail(
+                f"cannot be evaluated ({type(exc).__name__}: {exc}) with {shown or 'any values'}"
+            ) from None
 
     def _eval(self, node: ast.AST, v: Mapping[str, Value]) -> Any:
         ev = self._eval
         if isinstance(node, (ast.Name, ast.Attribute)):
-            return v[_dotted(node) or ""]
+            name = _dotted(node)
+            if name is None:
+                raise self._fail("attribute access is not allowed")
+            return v[name]
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, (ast.Tuple, ast.List)):
@@ -326,7 +489,48 @@ class Constraint:
                     return False
                 left = right
             return True
-        raise NasplatError(f"constraint '{self.text}': cannot evaluate {type(node).__name__}")
+        raise self._fail(f"cannot evaluate {type(node).__name__}")
+
+
+_OP_TEXT: dict[type, str] = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Mod: "%", ast.Eq: "==", ast.NotEq: "!=",
+    ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in",
+}  # fmt: skip
+
+
+def _or(kinds: frozenset[str] | set[str]) -> str:
+    return " or ".join(sorted(kinds)) or "value"
+
+
+_CHECK_SAMPLES = 16  # random assignments every constraint is evaluated on when the space is declared
+_EXHAUSTIVE_UP_TO = 10_000  # spaces this small are searched completely for a member; larger ones by sampling
+
+
+def check_constraints(space: SearchSpace) -> None:
+    """Evaluate every constraint on a few seeded random assignments (evaluation errors name the constraint),
+    then make sure at least one architecture satisfies them all (else the space is empty: a SpecError)."""
+    if not space.constraints:
+        return
+    rng = np.random.default_rng(0)
+    dims = space.dimensions
+
+    def draw() -> dict[str, Value]:
+        return {d.label: d.choices[int(rng.integers(len(d.choices)))] for d in dims}
+
+    for _ in range(_CHECK_SAMPLES):
+        values = draw()
+        for c in space.constraints:
+            c.holds(values)
+    total = math.prod(len(d.choices) for d in dims)
+    if total <= _EXHAUSTIVE_UP_TO:
+        if any(True for _ in space.enumerate()):
+            return
+        how = f"none of its {total:,} combinations does"
+    else:
+        if any(space.satisfies(draw()) for _ in range(_EXHAUSTIVE_UP_TO)):
+            return
+        how = f"none of {_EXHAUSTIVE_UP_TO:,} random combinations (of {total:,}) does, so it cannot be sampled"
+    raise SpecError(space.file, "constraints", f"no architecture satisfies every constraint: {how}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -379,20 +583,27 @@ class SearchSpace:
         file = self.file
         self.dimensions: list[Dimension] = []
         seen: set[str] = set()
+        total = 0  # counted before anything is expanded: a range's size is known from low, high and step
         for i, d in enumerate(spec.dimensions):
+            total += (d.n_values if isinstance(d, IntegerDimension) else len(d.choices)) * len(d.expanded_labels())
+            if total > MAX_SPACE_VALUES:
+                raise SpecError(
+                    file, f"dimensions[{i}]", f"the dimensions up to here have {total:,} values in all; a space may "
+                    f"have at most {MAX_SPACE_VALUES:,} (the width of its one-hot encoding)"
+                )  # fmt: skip
+        for i, d in enumerate(spec.dimensions):
+            choices: list[Value] = d.expanded_values() if isinstance(d, IntegerDimension) else list(d.choices)
             for label in d.expanded_labels():
                 if label in seen:
                     raise SpecError(file, f"dimensions[{i}]", f"label '{label}' is declared twice")
                 seen.add(label)
-                if isinstance(d, IntegerDimension):
-                    choices: list[Value] = list(range(d.low, d.high + 1, d.step))
-                else:
-                    choices = list(d.choices)
                 self.dimensions.append(Dimension(label, d.type, choices))
         self._by_label = {d.label: d for d in self.dimensions}
         self.constraints = [
-            Constraint(text, seen, file, f"constraints[{i}]") for i, text in enumerate(spec.constraints)
+            Constraint(text, {d.label: d.choices for d in self.dimensions}, file, f"constraints[{i}]")
+            for i, text in enumerate(spec.constraints)
         ]
+        check_constraints(self)
         family.check_space(self)
 
     # identity ------------------------------------------------------------------------------------------------
@@ -602,13 +813,14 @@ def parse_space(data: dict[str, Any], file: str | None = None, path: Path | None
 def _space_files() -> dict[str, Path]:
     """Registered space files by the ``name`` inside them (and by ``<folder>/<stem>``)."""
     from nasplat import registry
+    from nasplat.files import read_yaml
 
     found: dict[str, Path] = {}
     for root in registry.space_dirs():
         for file in sorted(root.rglob("*.yaml")):
             try:
-                data = yaml.safe_load(file.read_text())
-            except yaml.YAMLError:
+                data = read_yaml(file)
+            except NasplatError:  # an unreadable file is reported when it is loaded by path
                 continue
             if isinstance(data, dict) and isinstance(data.get("name"), str):
                 found[data["name"]] = file
