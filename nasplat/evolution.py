@@ -17,28 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nasplat.errors import NasplatError
 from nasplat.pareto import non_dominated_mask
 from nasplat.registry import OPTIONS_OF, register
+from nasplat.study import space_distributions
 
 if TYPE_CHECKING:
     from nasplat.architecture import Architecture
     from nasplat.space import SearchSpace
-
-
-def space_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """The Optuna distribution of each dimension (as :func:`nasplat.study.suggest_architecture` asks them)."""
-    out: dict[str, BaseDistribution] = {}
-    for d in space.dimensions:
-        if d.kind == "integer" and len(d.choices) > 1:
-            ints = [int(c) for c in d.choices]  # type: ignore[arg-type]
-            out[d.label] = IntDistribution(ints[0], ints[-1], step=ints[1] - ints[0])
-        else:
-            out[d.label] = CategoricalDistribution(d.choices)  # type: ignore[arg-type]
-    return out
 
 
 def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:

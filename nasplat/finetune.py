@@ -37,6 +37,7 @@ nothing is unpickled without restriction. Ray is imported only when a run starts
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -52,17 +53,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nasplat import seeds
 from nasplat.errors import NasplatError
 from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
 
 if TYPE_CHECKING:
     import optuna
-    import torch
     from torch import nn
 
     from nasplat.space import SearchSpace
 
-_TAG_INIT, _TAG_DATA, _TAG_STEP = 20, 21, 22
+_TAG_INIT = seeds.FINETUNE_INIT
 SETUP_FORMAT = 2  # 2: the space as its stored record (space_record)
 
 
@@ -244,11 +245,10 @@ def prepare_finalists(
     did), then extracted. From scratch: the family's stand-alone module rebuilt from its config with fresh
     weights (seeded from ``settings.seed`` and the trial number).
     """
-    import torch
-
     from nasplat.data import load_splits
+    from nasplat.inherit import Calibration, recalibrate_path
     from nasplat.supernet import seeded
-    from nasplat.training import derive_seed, load_checkpoint, recalibrate_bn
+    from nasplat.training import derive_seed, load_checkpoint
 
     run_spec, data = _study_data(study)
     seed = int(run_spec.get("seed", 0))
@@ -264,8 +264,6 @@ def prepare_finalists(
             raise NasplatError(f"the study's supernet checkpoint {ckpt} is missing (moved or deleted?)")
         load_checkpoint(supernet, Path(ckpt))
     train, _ = load_splits(data)
-    options = (run_spec.get("estimator") or {}).get("options") or {}
-    calib = settings.calib_batches if settings.calib_batches is not None else int(options.get("calib_batches", 10))
     task = space.family.task(space)
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
@@ -277,14 +275,11 @@ def prepare_finalists(
             with seeded(derive_seed(settings.seed, _TAG_INIT, t.number)):
                 module = build(template.nasplat_config)
         else:
-            gen = torch.Generator().manual_seed(seed)
-
-            def forward(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
-                return task.loss(model, batch, gen)  # noqa: B023 - used at once, inside this iteration
-
-            if calib > 0:  # 0: the study kept the stored statistics
-                batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
-                recalibrate_bn(supernet, batches, calib, arch=arch, forward=forward)
+            # the statistics behind the trial's stored accuracy (the estimator's calibration, from the trial)
+            calib = Calibration.of_trial(t.user_attrs.get("provenance"), run_spec)
+            if settings.calib_batches is not None:
+                calib = dataclasses.replace(calib, batches=settings.calib_batches)
+            recalibrate_path(supernet, arch, task, train, calib)
             module = supernet.extract(arch)
         save_module(module, target, {"arch_key": arch.key, "trial": t.number})
         out[str(t.number)] = {"init": str(target.resolve()), "arch_key": arch.key, "arch": space.to_string(arch)}

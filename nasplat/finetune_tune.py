@@ -23,9 +23,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from torch import nn
 
+from nasplat import seeds
 from nasplat.errors import NasplatError
 
-_TAG_DATA, _TAG_STEP = 21, 22
+_TAG_DATA, _TAG_STEP = seeds.FINETUNE_DATA, seeds.FINETUNE_STEP
 
 
 class PerArchitectureASHA(FIFOScheduler):  # type: ignore[misc]

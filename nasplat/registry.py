@@ -23,6 +23,15 @@ ROLES = ("family", "cost_model", "estimator", "predictor", "encoder", "sampler",
 
 T = TypeVar("T")
 
+#: Core modules that register components of a role, imported the first time that role is asked for (so
+#: ``import nasplat`` stays light and every role lists its core components without the caller importing them).
+CORE_MODULES: dict[str, tuple[str, ...]] = {
+    "sampler": ("nasplat.samplers", "nasplat.evolution"),
+    "strategy": ("nasplat.training",),
+    "dataset": ("nasplat.data",),
+}
+_core_loaded: set[str] = set()
+
 _components: dict[str, dict[str, Any]] = {role: {} for role in ROLES}
 _space_dirs: list[Path] = []
 _loaded = False
@@ -63,9 +72,19 @@ def load_plugins() -> None:
                 raise NasplatError(f"plugin '{ep.name}' ({ep.value}) failed to import: {exc}") from exc
 
 
+def _load_core(role: str) -> None:
+    with _lock:
+        if role in _core_loaded:
+            return
+        _core_loaded.add(role)
+    for module in CORE_MODULES.get(role, ()):
+        importlib.import_module(module)
+
+
 def get(role: str, name: str) -> Any:
     """The component registered as ``name`` for ``role``; unknown names list the allowed ones."""
     load_plugins()
+    _load_core(role)
     table = _components[role]
     if name not in table:
         raise UnknownNameError(role.replace("_", " "), name, list(table))
@@ -74,6 +93,7 @@ def get(role: str, name: str) -> Any:
 
 def available(role: str) -> list[str]:
     load_plugins()
+    _load_core(role)
     return sorted(_components[role])
 
 

@@ -68,12 +68,10 @@ def export_trial(
     (``finetuned=None`` or True); otherwise, or with ``finetuned=False``, the supernet is rebuilt from the
     study's checkpoint, BN recalibrated for the trial's path, and the path exported with inherited weights.
     """
-    import torch
-
     from nasplat.data import DataSpec, load_splits
     from nasplat.export import export_bundle
+    from nasplat.inherit import Calibration, load_supernet, recalibrate_path
     from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
-    from nasplat.training import load_checkpoint, recalibrate_bn
 
     attrs = study.user_attrs
     space = study_space(study)
@@ -92,20 +90,11 @@ def export_trial(
     run_spec: dict[str, Any] = attrs.get("run_spec") or {}
     data = DataSpec.model_validate(run_spec.get("dataset"))
     train, val = load_splits(data)
-    supernet = space.family.build_supernet(space, seed=int(run_spec.get("seed", 0)))
-    load_checkpoint(supernet, Path(ckpt))
+    supernet, _info = load_supernet(space, Path(ckpt))
     arch = space.from_key(str(trial.user_attrs["arch_key"]))
-    options = (run_spec.get("estimator") or {}).get("options") or {}
-    calib_batches = int(options.get("calib_batches", 10))
     task = space.family.task(space)
-    gen = torch.Generator().manual_seed(int(run_spec.get("seed", 0)))
-
-    def forward(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
-        return task.loss(model, batch, gen)
-
-    if calib_batches > 0:  # 0: keep the stored statistics (as the estimator does)
-        batches = train.batches(data.batch_size, seed=data.seed, shuffle=True)
-        recalibrate_bn(supernet, batches, calib_batches, arch=arch, forward=forward)
+    # the statistics behind the trial's stored accuracy: the estimator's calibration, read from the trial
+    recalibrate_path(supernet, arch, task, train, Calibration.of_trial(trial.user_attrs.get("provenance"), run_spec))
     example = task.model_inputs(next(val.batches(2, seed=0, shuffle=False)))
     metrics = {k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     provenance = dict(trial.user_attrs.get("provenance") or {})

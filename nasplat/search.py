@@ -7,6 +7,7 @@ number of completed trials. Running the same run file again continues the same s
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import time
@@ -186,13 +187,14 @@ def run_search(
     import optuna
 
     from nasplat.check import require_valid_run
-    from nasplat.samplers import make_sampler
+    from nasplat.samplers import driver_sampler, make_sampler
     from nasplat.study import (
-        fail_silent_trials,
         make_storage,
+        mark_driver,
         open_study,
         quiet_optuna,
         record_result,
+        recover_stale_trials,
         suggest_architecture,
     )
 
@@ -214,8 +216,11 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = [o.model_dump() for o in run.objectives]
     storage = make_storage(run.storage_url, heartbeat_s=run.heartbeat_s, grace_s=run.grace_s)
-    sampler = make_sampler(
-        run.sampler.name, seed=run.seed, n_objectives=len(objectives), space=space, options=run.sampler.options
+    sampler = driver_sampler(  # proposals follow trial numbers: resumed and parallel drivers do not replay
+        make_sampler(
+            run.sampler.name, seed=run.seed, n_objectives=len(objectives), space=space, options=run.sampler.options
+        ),
+        run.seed,
     )
     study = open_study(
         storage, run.study, space=space, objectives=objectives, sampler=sampler,
@@ -248,8 +253,7 @@ def run_search(
         # Several workers may share the study (a PostgreSQL storage): count what the others are running,
         # and take what they finished into the cache, so the study ends at `want` without repeats.
         with quiet_optuna():
-            optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed and queued again
-            fail_silent_trials(study, run.grace_s)  # ...including ones killed before their first heartbeat
+            recover_stale_trials(study, run.grace_s)  # trials of dead workers: queued again, then failed
         done, running = _progress(study, cache)
         if done >= want:
             break
@@ -264,6 +268,7 @@ def run_search(
                 # beat at once: a trial that never beat is never found stale (Optuna's rule), so a worker
                 # killed right here would otherwise hold that trial's budget for ever
                 storage.record_heartbeat(trial._trial_id)
+                mark_driver(storage, trial)
                 arch = suggest_architecture(trial, space)
                 if not space.satisfies(arch.as_dict()):  # outside the space's constraints: never evaluated
                     trial.set_user_attr("rejected", "breaks the space's constraints")
@@ -276,6 +281,7 @@ def run_search(
                         )
                     continue
                 asked.append((trial, arch))
+        asked = _within_budget(study, asked, want)
         told: set[int] = set()
         beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
         try:
@@ -343,6 +349,36 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+OVER_BUDGET = "over the study's budget: other drivers hold the rest of it"
+
+
+def _within_budget(
+    study: optuna.Study, asked: list[tuple[optuna.Trial, Architecture]], want: int
+) -> list[tuple[optuna.Trial, Architecture]]:
+    """The asked trials that fit in the budget; the others are given back (pruned, marked over budget).
+
+    The storage numbers trials atomically, so the numbers order every driver's claims: a trial holds budget
+    slot k when k trials (complete, running or queued, its own included) have a number up to its own. Slots
+    past ``want`` go back, so several drivers that ask at once do not overshoot the budget."""
+    import optuna
+
+    from nasplat.study_record import REJECTED
+
+    if not asked:
+        return asked
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    live = sorted(t.number for t in study.get_trials(deepcopy=False, states=states))
+    keep = []
+    for trial, arch in asked:
+        slot = bisect.bisect_right(live, trial.number)
+        if slot <= want:
+            keep.append((trial, arch))
+            continue
+        trial.set_user_attr(REJECTED, OVER_BUDGET)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return keep
 
 
 def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:

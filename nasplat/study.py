@@ -161,16 +161,31 @@ def _fmt_obj(objs: Any) -> str:
 
 
 def suggest_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture:
-    """Ask the trial for every dimension of the space (Optuna's distributions over the flat labels)."""
+    """Ask the trial for every dimension of the space, by :func:`space_distributions`."""
+    from optuna.distributions import IntDistribution
+
     values: dict[str, Any] = {}
+    for label, dist in space_distributions(space).items():
+        if isinstance(dist, IntDistribution):
+            values[label] = trial.suggest_int(label, dist.low, dist.high, step=dist.step)
+        else:
+            values[label] = trial.suggest_categorical(label, dist.choices)
+    return space.make(values, check=False)
+
+
+def space_distributions(space: SearchSpace) -> dict[str, Any]:
+    """The Optuna distribution of each dimension: the one mapping from a space's flat dimensions to what
+    samplers see (an evenly stepped integer range as ``IntDistribution``, anything else as categorical)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
     for d in space.dimensions:
         if d.kind == "integer" and len(d.choices) > 1:
             ints = [int(c) for c in d.choices]  # type: ignore[arg-type]
-            step = ints[1] - ints[0]
-            values[d.label] = trial.suggest_int(d.label, ints[0], ints[-1], step=step)
+            out[d.label] = IntDistribution(ints[0], ints[-1], step=ints[1] - ints[0])
         else:
-            values[d.label] = trial.suggest_categorical(d.label, d.choices)  # type: ignore[arg-type]
-    return space.make(values, check=False)
+            out[d.label] = CategoricalDistribution(d.choices)  # type: ignore[arg-type]
+    return out
 
 
 def record_result(trial: optuna.Trial, space: SearchSpace, arch: Architecture, metrics: dict[str, float],
@@ -327,42 +342,134 @@ def set_finished_trial_attrs(study: optuna.Study, number: int, attrs: dict[str, 
                 )
 
 
-def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
-    """Fail (and queue again) running trials that never recorded a heartbeat and started over ``grace_s`` ago.
+DRIVER_ATTR = "nasplat:driver"  # trial system attribute: host:pid of the driver that asked for the trial
+MAX_RETRIES = 3
 
-    Optuna's stale-trial check only looks at trials with a heartbeat, so a worker killed between creating a
-    trial and its first beat would hold that trial for ever. Returns how many trials were failed.
-    """
+
+def mark_driver(storage: Any, trial: optuna.Trial) -> None:
+    """Record which process holds ``trial`` (so a resumed run on the same host sees at once that it died)."""
+    import os
+    import socket
+
+    storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _driver_dead(value: Any) -> bool:
+    """True when ``host:pid`` names a process of this host that no longer runs."""
+    import os
+    import socket
+
+    if not isinstance(value, str) or ":" not in value:
+        return False
+    host, _, pid = value.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def stale_trial_ids(study: optuna.Study, grace_s: int) -> list[int]:
+    """Running trials whose worker is gone: silent (no heartbeat, or none) for ``grace_s``, or held by a
+    process of this host that has exited (no need to wait for the grace period then)."""
     import datetime
 
-    import optuna
     import sqlalchemy
 
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
-    engine = getattr(backend, "engine", None)
+    engine = _engine(study)
     if engine is None:
-        return 0
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace_s)
+        return []
     query = sqlalchemy.text(
-        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-        "WHERE t.study_id = :sid AND t.state = 'RUNNING' AND h.trial_id IS NULL AND t.datetime_start < :cutoff"
+        "SELECT t.trial_id, t.datetime_start, h.heartbeat, a.value_json FROM trials t "
+        "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id AND a.key = :driver "
+        "WHERE t.study_id = :sid AND t.state = 'RUNNING'"
     )
+    import json
+
     with engine.connect() as conn:
-        ids = [row[0] for row in conn.execute(query, {"sid": study._study_id, "cutoff": cutoff})]
-    callback = (
-        storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
-    )
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = list(conn.execute(query, {"sid": study._study_id, "driver": DRIVER_ATTR}))
+    # heartbeats carry the database server's clock (as Optuna writes them), start times the client's
+    server_now = (now if isinstance(now, datetime.datetime) else _as_datetime(now)).replace(tzinfo=None)
+    client_now = datetime.datetime.now()
+    grace = datetime.timedelta(seconds=grace_s)
+    out = []
+    for trial_id, started, beat, driver in rows:
+        if beat is not None:
+            silent = server_now - _as_datetime(beat) > grace
+        else:
+            silent = started is not None and client_now - _as_datetime(started) > grace
+        if silent or _driver_dead(json.loads(driver) if driver else None):
+            out.append(int(trial_id))
+    return out
+
+
+def _as_datetime(value: Any) -> Any:
+    """A naive datetime from what a raw query returns (SQLite gives text)."""
+    import datetime as dt
+
+    out = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return out.replace(tzinfo=None)
+
+
+def recover_stale_trials(study: optuna.Study, grace_s: int) -> int:
+    """Queue a retry of every stale trial (:func:`stale_trial_ids`), then fail it; returns how many were failed.
+
+    The retry (a WAITING copy with the same choices, ``failed_trial`` naming the original, as Optuna's retry
+    callback writes it, at most :data:`MAX_RETRIES` per chain) is queued *before* the trial is failed, and only
+    if the trial has none yet, so a driver killed anywhere in here loses no retry and queues none twice: the
+    next driver finds the trial still running and stale, or failed with its retry queued."""
+    import optuna
+
+    ids = stale_trial_ids(study, grace_s)
+    if not ids:
+        return 0
+    storage = study._storage
+    retried = {  # trial number -> it has a retry already
+        t.system_attrs["retry_history"][-1]
+        for t in study.get_trials(deepcopy=False)
+        if t.system_attrs.get("retry_history")
+    }
     failed = 0
     for trial_id in ids:
+        trial = storage.get_trial(trial_id)
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            continue  # another driver got there first
+        system = {k: v for k, v in trial.system_attrs.items() if k != DRIVER_ATTR}
+        origin = system.get("failed_trial", trial.number)
+        history = [*system.get("retry_history", []), trial.number]
+        if trial.number not in retried and len(history) <= MAX_RETRIES:
+            study.add_trial(
+                optuna.create_trial(
+                    state=optuna.trial.TrialState.WAITING,
+                    params=trial.params,
+                    distributions=trial.distributions,
+                    user_attrs=trial.user_attrs,
+                    system_attrs={**system, "failed_trial": origin, "retry_history": history},
+                )
+            )
         try:
             if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
                 failed += 1
-                if callback is not None:
-                    callback(study, storage.get_trial(trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
+            continue  # another driver failed it meanwhile (its retry is queued: it checked as we did)
     return failed
+
+
+def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
+    """Former name of :func:`recover_stale_trials`."""
+    return recover_stale_trials(study, grace_s)
+
+
+def _engine(study: optuna.Study) -> Any:
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    return getattr(backend, "engine", None)
 
 
 def record_supernet_epochs(

@@ -115,20 +115,95 @@ def test_sigkill_mid_batch_then_resume(tmp_path: Path) -> None:
     assert all("macs<=400000.0" in t.constraints for t in after["COMPLETE"])
 
 
-def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
-    from nasplat.study import fail_silent_trials
+def _backdate(url: str, trial_id: int, seconds: int) -> None:
+    """Make a trial look as if it had started ``seconds`` ago (instead of sleeping until it has)."""
+    import datetime
 
-    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_s=1, grace_s=1)
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id = :id"),
+            {"t": datetime.datetime.now() - datetime.timedelta(seconds=seconds), "id": trial_id},
+        )
+    engine.dispose()
+
+
+def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+    from nasplat.study import recover_stale_trials
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url, heartbeat_s=1, grace_s=60)
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize"])
     alive = study.ask()
     storage.record_heartbeat(alive._trial_id)
     dead = study.ask()  # its worker "dies" here: the trial never beats
     dead.suggest_categorical("x", ["a", "b"])
-    assert fail_silent_trials(study, grace_s=60) == 0  # too young to call dead
-    time.sleep(1.5)
-    assert fail_silent_trials(study, grace_s=1) == 1
+    assert recover_stale_trials(study, grace_s=60) == 0  # too young to call dead
+    _backdate(url, dead._trial_id, 120)
+    assert recover_stale_trials(study, grace_s=60) == 1
     by_number = {t.number: t for t in study.get_trials()}
     assert by_number[dead.number].state == optuna.trial.TrialState.FAIL
-    assert by_number[alive.number].state == optuna.trial.TrialState.RUNNING  # it has a heartbeat
+    assert by_number[alive.number].state == optuna.trial.TrialState.RUNNING  # it has a fresh heartbeat
     waiting = [t for t in by_number.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].params == by_number[dead.number].params
+
+
+DRIVER = """
+import sys
+import optuna
+from nasplat.study import make_storage, mark_driver
+storage = make_storage(sys.argv[1], heartbeat_s=1, grace_s=3600)
+study = optuna.load_study(study_name="s", storage=storage)
+trial = study.ask()
+trial.suggest_categorical("x", ["a", "b", "c"])
+storage.record_heartbeat(trial._trial_id)
+mark_driver(storage, trial)
+"""
+
+
+def test_trial_of_a_dead_local_driver_is_retried_at_once(tmp_path: Path) -> None:
+    """A trial whose driver process on this host has exited is not waited for (the grace period is an hour)."""
+    from nasplat.study import recover_stale_trials
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url, heartbeat_s=1, grace_s=3600)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize"])
+    mine = study.ask()  # held by this (live) process: never taken
+    storage.record_heartbeat(mine._trial_id)
+    subprocess.run([sys.executable, "-c", DRIVER, url], check=True, timeout=120)
+    assert recover_stale_trials(study, grace_s=3600) == 1
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["FAIL", "RUNNING", "WAITING"]
+
+
+def test_a_kill_inside_recovery_loses_no_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after queueing the retry but before failing the trial: the next recovery queues no second retry."""
+    from nasplat.study import recover_stale_trials
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url, heartbeat_s=1, grace_s=60)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize"])
+    for _ in range(3):
+        t = study.ask()
+        t.suggest_categorical("x", ["a", "b"])
+        _backdate(url, t._trial_id, 120)
+    real = storage.set_trial_state_values
+    calls = {"n": 0}
+
+    def killed_on_second(*args: object, **kwargs: object) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the driver dies between queueing trial 1's retry and failing trial 1
+        return bool(real(*args, **kwargs))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "set_trial_state_values", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        recover_stale_trials(study, grace_s=60)
+    monkeypatch.setattr(storage, "set_trial_state_values", real)
+    assert recover_stale_trials(study, grace_s=60) == 2  # trials 1 and 2 (trial 0 was failed before the kill)
+    trials = study.get_trials()
+    assert sorted(t.state.name for t in trials) == ["FAIL"] * 3 + ["WAITING"] * 3
+    origins = sorted(t.system_attrs["failed_trial"] for t in trials if t.state.name == "WAITING")
+    assert origins == [0, 1, 2]  # one retry each: none lost, none twice
