@@ -12,33 +12,23 @@ from nasplat.errors import NasplatError
 
 def read_archs(space: Any, path: Path, column: str = "arch") -> list[Any]:
     """Architectures from a CSV (a column of the family's strings or keys) or a YAML list (choice mappings or
-    strings). Errors name the file and the row."""
-    import yaml
+    strings). Read through :mod:`nasplat.files`; errors name the file and the row; an empty list is an error."""
+    from nasplat.files import read_csv, read_yaml
 
-    if not path.is_file():
-        raise NasplatError(f"{path}: no such file")
     archs = []
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise NasplatError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path)
         if not isinstance(data, list):
             raise NasplatError(f"{path}: expected a list of architectures (choice mappings or strings)")
+        if not data:
+            raise NasplatError(f"{path}: the list is empty; expected at least one architecture")
         for i, item in enumerate(data):
             try:
                 archs.append(space.make(item) if isinstance(item, dict) else space.from_string(str(item)))
             except NasplatError as exc:
                 raise NasplatError(f"{path}: item {i}: {exc}") from None
         return archs
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise NasplatError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    if column not in frame.columns:
-        raise NasplatError(f"{path}: no column '{column}'; columns: {', '.join(frame.columns)}")
+    frame = read_csv(path, [column], as_text=True)
     for i, text in enumerate(frame[column]):
         try:
             archs.append(space.from_string(text))
@@ -67,18 +57,19 @@ def evaluate_cmd(
     column: Annotated[str, typer.Option(help="CSV column holding the architectures")] = "arch",
 ) -> None:
     """Evaluate architectures with weights inherited from a supernet checkpoint; write their metrics as CSV."""
-    import json
     import time
 
     import pandas as pd
     from rich.console import Console
 
     from nasplat.data import DataSpec
+    from nasplat.files import check_output_file
     from nasplat.space import load_space
-    from nasplat.training import resolve_checkpoint
+    from nasplat.training import read_checkpoint_state, resolve_checkpoint
 
+    check_output_file(out, "--out")
     ckpt = resolve_checkpoint(checkpoint)
-    state = json.loads((ckpt / "state.json").read_text())
+    state = read_checkpoint_state(ckpt)
     sp = load_space(space or str(state.get("space_name")))
     if sp.hash != state.get("space_hash"):
         raise NasplatError(
