@@ -22,8 +22,6 @@ Multi-machine runs need ``run_dir`` (and a SQLite storage, if used) on storage e
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -45,12 +43,11 @@ def _abs_sqlite(url: str | None) -> str | None:
 
 
 def weights_digest(model: Any) -> str:
-    """A digest of every parameter and buffer (replicas must agree on it bit for bit)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A digest of every parameter and buffer (replicas must agree on it bit for bit); the checkpoint records
+    the same digest of its weights (``weights_digest``), and every load checks it."""
+    from nasplat.training import tensors_digest
+
+    return tensors_digest(model.state_dict())
 
 
 def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train worker
@@ -68,6 +65,8 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
         checkpoints_dir,
         point_latest,
         progress_line,
+        resume_newest,
+        set_aside,
         write_checkpoint_files,
     )
 
@@ -90,16 +89,18 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
     trainer = SupernetTrainer(supernet, task, train, settings, rank=rank, world=world)
 
     # Ray's own record of the last checkpoint and the run folder's `latest` can differ by one epoch when the
-    # driver was killed between the two being written: resume from whichever holds more epochs
+    # driver was killed between the two being written: resume from the newest intact checkpoint of either
+    # (Ray's first on a tie); a missing `latest` or a damaged checkpoint falls back, saying so (rank 0)
+    def log(message: str) -> None:
+        if rank == 0:
+            print(message, flush=True)
+
     resumed_from = None
     ray_ckpt = ray.train.get_checkpoint()
-    local = _local_checkpoint(run_dir)
     with contextlib.ExitStack() as stack:
-        candidates = [Path(stack.enter_context(ray_ckpt.as_directory()))] if ray_ckpt is not None else []
-        candidates += [local] if local is not None else []
-        if candidates:
-            newest = max(candidates, key=_epochs_done_in)  # Ray's first on a tie
-            trainer.restore(newest)
+        ray_dirs = [Path(stack.enter_context(ray_ckpt.as_directory()))] if ray_ckpt is not None else []
+        newest = resume_newest(trainer, checkpoints_dir(run_dir), extra=ray_dirs, log=log, repair_latest=rank == 0)
+        if newest is not None:
             resumed_from = newest.name
     if resumed_from and rank == 0:
         print(f"resumed from {resumed_from} (epoch {trainer.epochs_done}, step {trainer.step})", flush=True)
@@ -148,6 +149,9 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
             try:
                 if rank == 0:
                     write_checkpoint_files(tmp, supernet, trainer.optimizer, {**trainer.state(), **extra})
+                    target = checkpoints_dir(run_dir) / checkpoint_name(trainer.epochs_done)
+                    if target.exists():  # one the resume found damaged: kept, never overwritten
+                        set_aside(target, log)
                     checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
                     ray.train.report(
                         metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name(trainer.epochs_done)
@@ -163,16 +167,6 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
             print(progress_line(settings, record), flush=True)
             if recorder is not None:
                 recorder.epochs([record], checkpoints_dir(run_dir) / checkpoint_name(trainer.epochs_done))
-
-
-def _local_checkpoint(run_dir: Path) -> Path | None:
-    from nasplat.training import checkpoints_dir, resolve_checkpoint
-
-    return resolve_checkpoint(run_dir) if (checkpoints_dir(run_dir) / "latest").is_file() else None
-
-
-def _epochs_done_in(ckpt: Path) -> int:
-    return int(json.loads((ckpt / "state.json").read_text()).get("epochs_done", 0))
 
 
 class _StudyRecorder:
@@ -216,7 +210,7 @@ def train_supernet_ray(
     import torch
 
     from nasplat.distributed import connect_ray
-    from nasplat.training import checkpoints_dir, load_checkpoint, resolve_checkpoint
+    from nasplat.training import checkpoints_dir, load_checkpoint, point_latest, resolve_checkpoint
 
     if workers < 1:
         raise NasplatError(f"workers must be >= 1, got {workers}")
@@ -265,9 +259,12 @@ def train_supernet_ray(
             cause = cause.__cause__
         text = str(cause).strip().splitlines()
         raise NasplatError(f"supernet training on Ray failed: {text[-1] if text else type(cause).__name__}") from None
-    if not (checkpoints_dir(run_dir) / "latest").is_file():
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
         raise NasplatError(f"{run_dir}: training ended without a checkpoint")
-    ckpt = resolve_checkpoint(run_dir)
+    ckpt = resolve_checkpoint(run_dir)  # a missing `latest` (the workers repair it) resolves to the newest
+    if not (root / "latest").is_file() or (root / "latest").read_text().strip() != ckpt.name:
+        point_latest(root, ckpt.name)
     supernet = space.family.build_supernet(space, seed=settings.seed)
     state = load_checkpoint(supernet, ckpt)  # proves the checkpoint is complete and of this space
     return TrainResult(epochs_done=int(state["epochs_done"]), checkpoint=ckpt, history=tuple(state.get("history", [])))
