@@ -153,7 +153,7 @@ def search(
     from nasplat.search import run_search
 
     run = _checked_run(run_file)
-    if resume:
+    if resume and not (Path(run.run_dir) / "supernet").is_dir():  # a kill while training: no study yet
         _require_study(run.storage_url, run.study)
     result = run_search(run, run_file=run_file, log=_log, trials=trials, workers=workers, ray_address=ray_address)
     out.print(
