@@ -45,25 +45,26 @@ def read_text(path: str | Path, *, max_bytes: int, kind: str = "text") -> str:
     try:
         size = p.stat().st_size
         if p.is_dir():
-            raise NasplatError(f"{p}: is a folder; expected a {kind} file")
+            raise SpecError(str(p), "", f"is a folder; expected a {kind} file")
         if size > max_bytes:
-            raise NasplatError(f"{p}: file is {_mib(size)}; a {kind} file may be at most {_mib(max_bytes)}")
-        raw = p.read_bytes()
+            raise SpecError(str(p), "", f"file is {_mib(size)}; a {kind} file may be at most {_mib(max_bytes)}")
+        with p.open("rb") as f:
+            raw = f.read(max_bytes + 1)  # never more: a device or pipe may report no size and never end
     except FileNotFoundError:
         raise NasplatError(f"{p}: file not found") from None
     except OSError as exc:
         raise NasplatError(f"{p}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > max_bytes:  # grew while we looked, or a special file that reports no size
-        raise NasplatError(f"{p}: file is larger than {_mib(max_bytes)}, the limit for a {kind} file")
+        raise SpecError(str(p), "", f"file is larger than {_mib(max_bytes)}, the limit for a {kind} file")
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise NasplatError(f"{p}: binary data (a NUL byte at offset {nul}); expected a UTF-8 {kind} file")
+        raise SpecError(str(p), "", f"binary data (a NUL byte at offset {nul}); expected a UTF-8 {kind} file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         bad = raw[exc.start]
-        raise NasplatError(
-            f"{p}: not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}); save it as UTF-8 {kind}"
+        raise SpecError(
+            str(p), "", f"not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}); save it as UTF-8 {kind}"
         ) from None
 
 
@@ -309,15 +310,21 @@ def _where(option: str | None, path: Path) -> str:
     return f"{option} {path}" if option else str(path)
 
 
-def _check_location(target: Path, shown: Path, option: str | None, what: str) -> None:
-    """``target`` (a folder to write into) or, if it does not exist yet, its nearest existing ancestor must be
-    a folder in which a file can really be created."""
-    base = _nearest_existing(target)
+def folder_problem(folder: str | Path) -> str | None:
+    """Why no file can be written in ``folder`` (or, where it does not exist yet, created under its nearest
+    existing ancestor); None when one can. Probes with a real file, which ``os.access`` cannot replace: it
+    says yes to root on read-only and virtual file systems (``/proc``)."""
+    base = _nearest_existing(Path(folder))
     if not base.is_dir():
-        raise NasplatError(f"{_where(option, shown)}: cannot create {what} there: '{base}' is not a folder")
+        return f"'{base}' is not a folder"
     reason = _probe(base)
-    if reason is not None:
-        raise NasplatError(f"{_where(option, shown)}: cannot write {what} in '{base}': {reason}")
+    return None if reason is None else f"no file can be created in '{base}' ({reason})"
+
+
+def _check_location(target: Path, shown: Path, option: str | None, what: str) -> None:
+    why = folder_problem(target)
+    if why is not None:
+        raise NasplatError(f"{_where(option, shown)}: cannot write {what} there: {why}")
 
 
 def check_output_file(path: str | Path, option: str | None = None) -> Path:

@@ -244,6 +244,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     from nasplat.files import read_yaml
 
     data = read_yaml(path)
+    if data is None:
+        raise SpecError(str(path), "", "the file is empty (or holds only comments); expected a mapping of keys")
     if not isinstance(data, dict):
         raise SpecError(str(path), "", f"expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -441,10 +443,9 @@ class Constraint:
         except NasplatError:
             raise
         except Exception as exc:  # a closed little language: whatever fails, the declaration is at fault
-            shown = ", ".join(f"{k}={values.get(k)!r}" for k in dict.fromkeys(_outer_names(self._tree)))
-            raise self._fail(
-                f"cannot be evaluated ({type(exc).__name__}: {exc}) with {shown or 'any values'}"
-            ) from None
+            names = dict.fromkeys(_outer_names(self._tree))
+            shown = f"with {', '.join(f'{k}={values.get(k)!r}' for k in names)}" if names else "whatever the choices"
+            raise self._fail(f"cannot be evaluated ({type(exc).__name__}: {exc}) {shown}") from None
 
     def _eval(self, node: ast.AST, v: Mapping[str, Value]) -> Any:
         ev = self._eval
