@@ -81,7 +81,8 @@ def test_unknown_space_name_lists_known(tmp_path: Path) -> None:
 def test_bad_run_file_names_key(tmp_path: Path) -> None:
     run = tmp_path / "run.yaml"
     run.write_text(
-        "space: nb201-cpu\ndataset: {name: digits}\nobjectives: [{metric: accuracy, direction: upward}]\ntrials: 2\n"
+        "space: nb201-cpu\ndataset: {name: digits}\nsupernet: {train: {epochs: 1}}\n"
+        "objectives: [{metric: accuracy, direction: upward}]\ntrials: 2\n"
     )
     line = one_line_error(nasplat("search", str(run)))
     assert "run.yaml" in line and "objectives[0].direction" in line and "'maximize' or 'minimize'" in line
@@ -90,7 +91,7 @@ def test_bad_run_file_names_key(tmp_path: Path) -> None:
 def test_missing_dataset_says_how_to_get_it(tmp_path: Path) -> None:
     run = tmp_path / "run.yaml"
     run.write_text(
-        f"space: nb201-cpu\ndataset: {{name: fashion_mnist, root: {tmp_path / 'nowhere'}}}\n"
+        f"space: nb201-cpu\ndataset: {{name: fashion_mnist, root: {tmp_path / 'nowhere'}}}\nsupernet: {{train: {{epochs: 1}}}}\n"
         f"objectives: [{{metric: accuracy, direction: maximize}}]\ntrials: 2\nrun_dir: {tmp_path / 'run'}\n"
     )
     line = one_line_error(nasplat("search", str(run)))
@@ -100,7 +101,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path: Path) -> None:
 def test_dataset_that_does_not_fit_the_space(tmp_path: Path) -> None:
     run = tmp_path / "run.yaml"
     run.write_text(
-        "space: nb201-cpu\ndataset: {name: digits, n_val: 100}\n"
+        "space: nb201-cpu\ndataset: {name: digits, n_val: 100}\nsupernet: {train: {epochs: 1}}\n"
         f"objectives: [{{metric: accuracy, direction: maximize}}]\ntrials: 2\nrun_dir: {tmp_path / 'run'}\n"
     )
     line = one_line_error(nasplat("search", str(run)))

@@ -630,7 +630,7 @@ def test_training_frame_reads_the_epoch_rows_supernet_training_writes(tmp_path: 
     objectives = [{"metric": "accuracy", "direction": "maximize", "cost_model": None, "device": None}]
     for epoch, loss in ((2, 1.5), (1, 2.0)):  # written out of order, read in epoch order
         record = {"epoch": epoch, "loss": loss, "images_per_s": 100.0 * epoch, "subnet_accuracy": 10.0 * epoch}
-        record_supernet_epochs(url, "train", space_spec=space.spec.model_dump(mode="json"), space_file=str(space.path),
+        record_supernet_epochs(url, "train", space_record=space.to_record(),
                                objectives=objectives, records=[record], checkpoint=tmp_path / "ckpt")  # fmt: skip
     frame = D.training_frame(url, "train")
     assert frame["epoch"].tolist() == [1, 2] and frame["loss"].tolist() == [2.0, 1.5]
