@@ -242,3 +242,73 @@ _TEST_CLI_SPACES = {
     "malformed.yaml", "unknown_op.yaml", "wrong_type.yaml", "out_of_range.yaml", "unknown_key.yaml",
     "unknown_family.yaml", "bad_macro.yaml", "bad_constraint.yaml", "not_a_mapping.yaml", "missing_labels.yaml",
 }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- the readers
+def test_json_reader_names_truncation_duplicates_and_nesting(tmp_path: Path) -> None:
+    from nasplat.errors import NasplatError, SpecError
+    from nasplat.files import read_json, read_json_mapping
+
+    cases = {
+        "truncated.json": ('{"a": [1, 2', "truncated JSON"),
+        "dup.json": ('{"a": 1, "a": 2}', "at 'a': duplicate key"),
+        "deep.json": ("[" * 100_000 + "]" * 100_000, "too deeply nested"),
+        "binary.json": ("\x00{}", "binary data"),
+    }
+    for name, (text, fragment) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(NasplatError) as info:
+            read_json(tmp_path / name)
+        assert name in str(info.value) and fragment in str(info.value), str(info.value)
+        assert "\n" not in str(info.value)
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(NasplatError, match="expected a JSON object"):
+        read_json_mapping(tmp_path / "list.json")
+    (tmp_path / "ok.json").write_text('{"a": {"b": [1, 2]}}')
+    assert read_json(tmp_path / "ok.json") == {"a": {"b": [1, 2]}}
+    with pytest.raises(SpecError, match="at most"):
+        read_json(tmp_path / "ok.json", max_bytes=4)
+
+
+def test_yaml_reader_keeps_valid_yaml_working(tmp_path: Path) -> None:
+    from nasplat.files import read_yaml
+
+    f = tmp_path / "ok.yaml"
+    f.write_bytes("\ufeffa: &x [1, 2]\nb: *x\nbase: &b {k: 1}\nmerged: {<<: *b, j: 2}\n'1': one\n1: int\n".encode())
+    data = read_yaml(f)
+    assert data == {"a": [1, 2], "b": [1, 2], "base": {"k": 1}, "merged": {"k": 1, "j": 2}, "1": "one", 1: "int"}
+
+
+def test_constraint_errors_at_run_time_are_spec_errors() -> None:
+    """An error only some assignments reach (past the checks at declaration) still names the constraint."""
+    from nasplat.errors import SpecError
+    from nasplat.space import Constraint
+
+    c = Constraint("x == 1 or 10 / x > 1", {"x": [0, 1, 2]}, "s.yaml", "constraints[3]")
+    assert c.holds({"x": 1}) and c.holds({"x": 2})
+    with pytest.raises(SpecError, match=r"s\.yaml: at 'constraints\[3\]': constraint cannot be evaluated .* x=0"):
+        c.holds({"x": 0})
+    for text, fragment in [
+        ("x.real == 1", "unknown label 'x.real'"),
+        ("(1).real == 1", "attribute access"),
+        ("x == None", "the constant None"),
+        ("x in 3", "right side of 'in'"),
+        ("x * 'a' == 'aa'", "needs two numbers"),
+    ]:
+        with pytest.raises(SpecError, match=fragment):
+            Constraint(text, {"x": [0, 1, 2]}, "s.yaml", "constraints[0]")
+
+
+def test_output_checks_leave_nothing_behind(tmp_path: Path) -> None:
+    from nasplat.errors import NasplatError
+    from nasplat.files import check_output_dir, check_output_file, folder_problem
+
+    check_output_file(tmp_path / "new" / "deeper" / "out.csv", "--out")
+    check_output_dir(tmp_path / "bundle", "--out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    assert folder_problem(tmp_path / "file" / "sub") == f"'{tmp_path / 'file'}' is not a folder"
+    with pytest.raises(NasplatError, match=r"--csv .*is a folder"):
+        check_output_file(tmp_path, "--csv")
+    with pytest.raises(NasplatError, match="exists and is not a folder"):
+        check_output_dir(tmp_path / "file", "--out")
