@@ -21,9 +21,9 @@ first, so an address where nothing answers fails in seconds with one line instea
 minutes. A loopback address (``127.0.0.1:port``) joins in loopback mode when the cluster listens only there
 (a cluster another nasplat process started).
 
-``RayPoolEstimator`` keeps a search going when an actor dies: Ray restarts the actor (``max_restarts``) and the
-architectures whose results had not come back are submitted again (at most ``max_retries`` times per chunk),
-then the search stops with one line.
+``RayPoolEstimator`` keeps a search going when an actor dies: Ray restarts the actor (``max_restarts``) and
+submits again the calls whose results had not come back (``max_retries``); the chunk of an actor gone for good
+moves to a live one; when none is left the search stops with one line.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator, Sequence
@@ -197,6 +198,15 @@ def _loopback_node() -> Iterator[None]:
             os.environ[var] = saved_env
 
 
+def _actor_error(exc: BaseException) -> str:
+    """One line for a Ray actor error: the exception an actor's constructor raised (the last line of the
+    traceback Ray carries), else the first line of Ray's message."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if getattr(exc, "actor_init_failed", False) else lines[0]
+
+
 class _EvaluatorActor:
     """Holds one estimator; evaluates batches of architectures given as label -> value mappings."""
 
@@ -224,10 +234,11 @@ class _EvaluatorActor:
 class RayPoolEstimator(Estimator):
     """An Estimator whose work is spread over ``workers`` Ray actors, each holding its own estimator.
 
-    A dead actor (its process killed, out of memory, its node gone) is restarted by Ray up to ``max_restarts``
-    times; the architectures it had not returned are submitted again, to the next actor in turn, at most
-    ``max_retries`` times per chunk. Every architecture gets its metrics exactly once, in order; past those
-    bounds ``evaluate`` raises one NasplatError line."""
+    A dead actor (its process killed, out of memory) is restarted by Ray, up to ``max_restarts`` times, and
+    the calls it had not answered are submitted to it again once it is back, up to ``max_retries`` times each
+    (Ray's ``max_task_retries``). When an actor is gone for good, its chunk of the batch goes to the next live
+    actor; when none is left, ``evaluate`` raises one NasplatError line. Every architecture gets its metrics
+    exactly once, in order."""
 
     name = "ray-pool"
     #: the class each actor runs (a test may wrap it)
@@ -243,23 +254,24 @@ class RayPoolEstimator(Estimator):
             raise NasplatError(f"max_restarts and max_retries must be >= 0, got {max_restarts}, {max_retries}")
         ray = connect_ray(address)
         threads = max(1, int(cpus_per_worker))
-        # max_task_retries=0: a call lost with its actor fails here, and evaluate() decides where it goes next
-        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=max_restarts, max_task_retries=0)(
+        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=max_restarts, max_task_retries=max_retries)(
             self.actor_class
         )
         record = space.to_record()
         self.space = space
         self.inner_name = estimator
+        self.max_restarts = max_restarts
         self.max_retries = max_retries
-        #: chunks submitted again after their actor died (over this estimator's life)
-        self.resubmitted = 0
+        #: chunks moved to another actor because theirs was gone for good (over this estimator's life)
+        self.moved = 0
         self._ray = ray
         self._actors = [actor_cls.remote(record, estimator, options, threads) for _ in range(workers)]
+        self._dead: set[int] = set()
         try:
             self._metrics, self._provenance = ray.get(self._actors[0].describe.remote())
         except ray.exceptions.RayActorError as exc:
             self.close()
-            raise NasplatError(f"Ray evaluation worker failed to start: {_first_line(exc)}") from None
+            raise NasplatError(f"Ray evaluation worker failed to start: {_actor_error(exc)}") from None
 
     def metrics(self) -> dict[str, str]:
         return dict(self._metrics)
@@ -280,45 +292,56 @@ class RayPoolEstimator(Estimator):
         n = len(self._actors)
         choices = [a.as_dict() for a in archs]
         out: list[dict[str, float] | None] = [None] * len(archs)
-        # one chunk per actor, round robin (similar work per actor): ref -> (actor index, positions, attempt)
-        pending: dict[Any, tuple[int, list[int], int]] = {}
+        pending: dict[Any, tuple[int, list[int]]] = {}  # ref -> (actor index, positions in the batch)
 
-        def submit(actor: int, positions: list[int], attempt: int) -> None:
+        def submit(actor: int, positions: list[int]) -> None:
             ref = self._actors[actor].evaluate.remote([choices[i] for i in positions])
-            pending[ref] = (actor, positions, attempt)
+            pending[ref] = (actor, positions)
 
-        for i in range(n):
-            if positions := list(range(i, len(archs), n)):
-                submit(i, positions, 0)
+        live = [i for i in range(n) if i not in self._dead]
+        if not live:
+            raise self._all_dead("")
+        for k, actor in enumerate(live):  # one chunk per live actor, round robin: similar work per actor
+            if positions := list(range(k, len(archs), len(live))):
+                submit(actor, positions)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            actor, positions, attempt = pending.pop(ref)
+            actor, positions = pending.pop(ready[0])
             try:
-                chunk = ray.get(ref)
+                chunk = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # the estimator raised: a user's error stays one line
+                if isinstance(exc.cause, NasplatError):
+                    raise NasplatError(str(exc.cause)) from None
+                raise
             except ray.exceptions.RayActorError as exc:
-                if attempt >= self.max_retries:
-                    for r in pending:
-                        ray.cancel(r)
-                    raise NasplatError(
-                        f"Ray evaluation worker died {attempt + 1} times on the same {len(positions)} "
-                        f"architecture(s) (max_retries={self.max_retries}): {_first_line(exc)}"
-                    ) from None
-                self.resubmitted += 1
-                submit((actor + 1) % n, positions, attempt + 1)  # the next actor; a restarted one queues it
+                # Ray restarted it and retried the call as often as it may: this actor is gone for good
+                self._dead.add(actor)
+                live = [i for i in range(n) if i not in self._dead]
+                if not live:
+                    for ref in pending:
+                        ray.cancel(ref)
+                    raise self._all_dead(_actor_error(exc)) from None
+                self.moved += 1
+                submit(live[actor % len(live)], positions)
                 continue
             if len(chunk) != len(positions):
                 raise NasplatError(
                     f"estimator '{self.inner_name}' returned {len(chunk)} results for {len(positions)} architectures"
                 )
             for i, metrics in zip(positions, chunk, strict=True):
-                if out[i] is not None:
-                    raise NasplatError(f"architecture {i} of the batch was evaluated twice")  # a bug, not a user's
                 out[i] = metrics
-        missing = [i for i, m in enumerate(out) if m is None]
-        if missing:
-            raise NasplatError(f"no metrics came back for {len(missing)} architecture(s) of the batch")
-        return [m for m in out if m is not None]
+        done = [m for m in out if m is not None]
+        if len(done) != len(archs):  # every chunk came back once, so this cannot happen; never return a short list
+            raise NasplatError(f"no metrics came back for {len(archs) - len(done)} architecture(s) of the batch")
+        return done
+
+    def _all_dead(self, last: str) -> NasplatError:
+        why = f"; last error: {last}" if last else ""
+        return NasplatError(
+            f"all {len(self._actors)} Ray evaluation workers died and stayed dead (each restarted up to "
+            f"max_restarts={self.max_restarts} times, each call retried up to max_retries={self.max_retries} "
+            f"times){why}"
+        )
 
     def close(self) -> None:
         for a in self._actors:
