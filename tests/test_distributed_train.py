@@ -142,11 +142,11 @@ def test_killed_worker_and_killed_driver_lose_no_epoch(tmp_path: Path) -> None:
     proc = _start(path, tmp_path / "second.log")
     assert proc.wait(300) == 0, (tmp_path / "second.log").read_text(errors="replace")[-3000:]
     second_log = (tmp_path / "second.log").read_text(errors="replace")
-    # it goes on from the newest checkpoint: the one `latest` named, or (when the driver died after Ray
-    # recorded a checkpoint but before `latest` was moved to it) the next one
+    # it goes on from the newest intact checkpoint: the one `latest` named, or (when the driver died after Ray
+    # persisted a checkpoint but before `latest` was moved to it) a newer complete one
     resumed = re.search(r"resumed from epoch-(\d+)", second_log)
     assert resumed is not None, second_log[-3000:]
-    assert int(resumed.group(1)) in (len(done_before), len(done_before) + 1), second_log[-3000:]
+    assert int(resumed.group(1)) >= len(done_before), second_log[-3000:]
     final = resolve_checkpoint(tmp_path / "run" / "supernet")
     assert _epochs_in(final) == list(range(1, epochs + 1))  # every epoch exactly once
     assert json.loads((final / "state.json").read_text())["epochs_done"] == epochs
