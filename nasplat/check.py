@@ -20,7 +20,6 @@ a near miss.
 from __future__ import annotations
 
 import difflib
-import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -454,16 +453,9 @@ def _no_metric(source: str, metric: str, allowed: list[str]) -> str:
 
 def _cannot_create(folder: Path) -> str | None:
     """Why ``folder`` can neither be used nor created (None: it exists as a writable folder, or can be made)."""
-    probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            return f"{folder} cannot be created"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
+    from nasplat.files import folder_problem
+
+    return folder_problem(folder)
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

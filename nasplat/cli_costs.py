@@ -40,12 +40,10 @@ def make_cost_model(name: str, options: dict[str, Any]) -> Any:
 
 def check_device_option(cm: Any, model: str, device: str | None) -> None:
     """``--device`` must name one of the model's devices, and is refused for a model whose costs have none."""
-    if device is not None and cm.devices() is None:
-        raise NasplatError(
-            f"--device {device}: cost model '{model}' has no devices (its costs are the same on every machine); "
-            "drop --device, or choose a model with devices (see `nasplat cost-models`)"
-        )
-    cm.check_device(device)
+    try:
+        cm.check_device(device)
+    except NasplatError as exc:
+        raise NasplatError(f"--device {device}: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -90,8 +90,16 @@ class CostModel(ABC):
         return None
 
     def check_device(self, device: str | None) -> None:
+        """Refuse (one line) a device this model does not know, and any device for a model that has none."""
         allowed = self.devices()
-        if allowed is None or device in allowed:
+        if allowed is None:
+            if device is not None:
+                raise NasplatError(
+                    f"cost model '{self.name}' has no devices (its costs are the same on every machine), "
+                    f"so device '{device}' means nothing to it; drop the device or pick a model that has devices"
+                )
+            return
+        if device in allowed:
             return
         known = ", ".join(allowed) or "(none)"
         if device is None:

@@ -9,7 +9,6 @@ option) and the key.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +78,8 @@ CASES = [
     run_case("run_duplicate_key", "at 'trials'", "duplicate key"),
     run_case("run_deep_nesting", "at 'sampler.options.x", "nested more than 100 levels"),
     run_case("run_long_study", "at 'study'", "at most 512 characters", "10,000 characters"),
-    run_case("run_dir_under_a_file", "at 'run_dir'", "run_binary.yaml is a file"),
-    run_case("run_storage_under_a_file", "at 'storage'", "run_binary.yaml is a file"),
+    run_case("run_dir_under_a_file", "at 'run_dir'", "run_binary.yaml' is not a folder"),
+    run_case("run_storage_under_a_file", "at 'storage'", "run_binary.yaml' is not a folder"),
     # command-line arguments: options, output locations (checked before any work)
     Case(
         "cost-device-free-model",
@@ -216,16 +215,27 @@ def test_bad_input_gives_one_clear_line(case: Case, request: pytest.FixtureReque
         assert fragment in line, line
 
 
-@pytest.mark.xfail(
-    os.geteuid() == 0,
-    strict=True,
-    reason="nasplat.check._cannot_create trusts os.access, which says yes to root under /proc: the run folder "
-    "then fails when created (one line from the CLI's net, but without the key); nasplat.files.folder_problem "
-    "probes for real",
-)
 def test_unwritable_run_dir_is_named_before_work(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     line = _run(run_case("run_dir_unwritable"), request, tmp_path)
     assert "run_dir_unwritable.yaml" in line and "at 'run_dir'" in line, line
+
+
+def test_device_on_a_device_free_cost_model_in_a_run_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"space: {REPO / 'tests' / 'spaces' / 'cell-digits.yaml'}\ndataset: {{name: digits}}\n"
+        "supernet: {train: {epochs: 1}}\n"
+        "objectives: [{metric: accuracy, direction: maximize},"
+        " {metric: macs, direction: minimize, cost_model: analytical, device: pixel3}]\n"
+        f"trials: 2\nrun_dir: {tmp_path / 'out'}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "nasplat.cli", "check", str(run)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "run.yaml" in line]
+    assert any("objectives[1]" in line and "has no devices" in line for line in lines), lines
 
 
 def test_every_corpus_file_is_used() -> None:

@@ -117,7 +117,7 @@ def test_check_lists_every_problem_with_file_and_key(tmp_path: Path) -> None:
         "objectives[2].device": ["does not know device 'cortex-a67'", "did you mean 'cortex-a76'?"],
         "constraints[0].metric": ["no metric 'param_count'", "did you mean 'params_count'?"],
         "sampler.options.populaton_size": ["has no option 'populaton_size'", "did you mean 'population_size'?"],
-        "storage": ["is a file, not a folder"],
+        "storage": ["a_file' is not a folder"],
     }
     for key, fragments in expected.items():
         matching = [ln for ln in lines if ln.startswith(f"{run}: at '{key}': ")]
