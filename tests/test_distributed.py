@@ -5,9 +5,14 @@ fails in seconds with one line."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,3 +255,151 @@ def _capture(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except BaseException as exc:  # handed to the test's thread, which asserts on it
         return exc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the local cluster is private: loopback only, token authentication; joining needs the token
+
+_CLUSTER = """\
+import json, os, sys
+from nasplat.distributed import connect_ray
+ray = connect_ray(num_cpus=1)
+@ray.remote
+def pid():
+    return os.getpid()
+worker = ray.get(pid.remote())  # a worker process is up as well, with its own server
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "token": os.environ.get("RAY_AUTH_TOKEN"),
+                  "mode": os.environ.get("RAY_AUTH_MODE"), "worker": worker}), flush=True)
+sys.stdin.read()  # until the test closes stdin
+ray.shutdown()
+"""
+_JOIN = """\
+import sys
+from nasplat.distributed import connect_ray
+from nasplat.errors import NasplatError
+try:
+    ray = connect_ray(sys.argv[1])
+except NasplatError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+print("joined", int(ray.cluster_resources()["CPU"]))
+"""
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _listening(pids: set[int]) -> list[tuple[int, ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """(pid, address, port) of every listening TCP socket the processes hold, read from /proc."""
+    owner: dict[int, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    owner[int(link[8:-1])] = pid
+        except OSError:  # the process ended meanwhile
+            continue
+    out: list[tuple[int, ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] != "0A" or int(cols[9]) not in owner:  # 0A: LISTEN
+                continue
+            hex_ip, hex_port = cols[1].split(":")
+            raw = bytes.fromhex(hex_ip)
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host order
+            ip = ipaddress.ip_address(raw)
+            out.append((owner[int(cols[9])], ip, int(hex_port, 16)))
+    return out
+
+
+def _is_loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from Linux's /proc")
+def test_local_cluster_listens_on_loopback_only_and_requires_the_token() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}  # nasplat's defaults
+    ray_token_file = Path.home() / ".ray" / "auth_token"
+    had_token_file = ray_token_file.exists()
+    cluster = subprocess.Popen(
+        [sys.executable, "-c", _CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert cluster.stdout is not None
+        info = json.loads(cluster.stdout.readline())
+        assert info["mode"] == "token" and len(info["token"]) == 64  # a fresh 256-bit token, auth on
+        assert ray_token_file.exists() == had_token_file  # the token lives in the processes' environment only
+        host, port = info["gcs"].rsplit(":", 1)
+        assert host == "127.0.0.1"
+        ray_pids = _descendants(cluster.pid)
+        assert info["worker"] in ray_pids
+        sockets = _listening(ray_pids)
+        assert int(port) in {p for _, _, p in sockets}  # the GCS is among them: the check sees Ray's servers
+        assert {pid for pid, _, _ in sockets} >= {cluster.pid, info["worker"]}  # driver and worker too
+        exposed = [(pid, str(ip), p) for pid, ip, p in sockets if not _is_loopback(ip)]
+        assert exposed == [], f"Ray servers listening beyond loopback: {exposed}"
+
+        quick = {"RAY_gcs_server_port_wait_time_s": "2"}  # Ray's connection retries: seconds, not the default 20
+        join = [sys.executable, "-c", _JOIN, info["gcs"]]
+        ok = subprocess.run(join, env={**env, "RAY_AUTH_TOKEN": info["token"], "RAY_AUTH_MODE": "token"},
+                            capture_output=True, text=True, timeout=WAIT_S)  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        assert "joined 1" in ok.stdout
+        for label, extra in {"wrong token": {"RAY_AUTH_TOKEN": "0" * 64, "RAY_AUTH_MODE": "token"},
+                             "no token": {"RAY_AUTH_MODE": "disabled"}}.items():  # fmt: skip
+            bad = subprocess.run(join, env={**env, **quick, **extra}, capture_output=True, text=True, timeout=WAIT_S)
+            assert bad.returncode == 2, (label, bad.stdout, bad.stderr)
+            last = bad.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"cannot join the Ray cluster at {info['gcs']}"), (label, last)
+            assert "Authentication token is missing or incorrect" in last, (label, last)
+    finally:
+        if cluster.stdin is not None:
+            cluster.stdin.close()
+        cluster.wait(WAIT_S)
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_ray_address_fails_fast_in_one_line(tmp_path: Path) -> None:
+    from test_cli import nasplat, one_line_error
+
+    space, table = _tiny_table(tmp_path)
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"space: {space}\n"
+        "dataset: {name: digits}\n"
+        f"estimator: {{name: tabular, options: {{table: {table}, columns: {{val_acc: maximize}}}}}}\n"
+        "objectives:\n  - {metric: val_acc, direction: maximize}\n"
+        "sampler: {name: random}\ntrials: 2\n"
+        f"run_dir: {tmp_path / 'run'}\nstorage: sqlite:///{tmp_path / 'study.db'}\nstudy: s\n"
+    )
+    address = f"127.0.0.1:{_unused_port()}"  # nothing listens there (bound a moment ago, then closed)
+    t0 = time.monotonic()
+    proc = nasplat("search", str(run), "--ray-address", address)
+    took = time.monotonic() - t0
+    line = one_line_error(proc)
+    assert f"cannot join the Ray cluster at {address}" in line and "connection refused" in line
+    assert took < 30, f"took {took:.0f} s"
