@@ -222,14 +222,11 @@ class TabularEstimator(Estimator):
 
 def _read_table(table: Path) -> pd.DataFrame:
     """A benchmark table read as CSV; a missing or unreadable file is one line naming it."""
-    import pandas as pd
+    from nasplat.files import read_csv
 
     if not table.is_file():
         raise NasplatError(f"benchmark table {table}: file not found")
-    try:
-        return pd.read_csv(table)
-    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-        raise NasplatError(f"benchmark table {table}: cannot read it as CSV: {exc}") from None
+    return read_csv(table)  # the one reader: bytes, size, header, duplicate columns, empty tables
 
 
 def _metric_columns(

@@ -49,7 +49,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def joined_table(tables: Sequence[Path], arch_column: str, out_dir: Path) -> Path:
     """One CSV from several tables joined on the architecture column (inner join)."""
-    import pandas as pd
+
+    from nasplat.files import read_csv
 
     if len(tables) == 1:
         return tables[0]
@@ -57,7 +58,7 @@ def joined_table(tables: Sequence[Path], arch_column: str, out_dir: Path) -> Pat
     for t in tables:
         if not t.is_file():
             raise NasplatError(f"benchmark table {t}: file not found")
-        f = pd.read_csv(t)
+        f = read_csv(t)
         if arch_column not in f.columns:
             raise NasplatError(
                 f"benchmark table {t} has no column '{arch_column}'; columns: {', '.join(map(str, f.columns))}"

@@ -279,10 +279,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise NasplatError(f"{directory}: no such predictor folder")
     if not path.is_file():
         raise NasplatError(f"{directory}: not a saved predictor (no {MANIFEST})")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NasplatError(f"{path}: cannot read manifest ({exc})") from None
+    from nasplat.files import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise NasplatError(f"{path}: not a nasplat predictor manifest (format must be '{FORMAT}')")
     if data.get("format_version") != FORMAT_VERSION:
@@ -435,15 +434,12 @@ class PriorTable:
 
 def read_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     """A CSV table with the ``required`` columns (one-line errors naming the file and the columns it has)."""
-    import pandas as pd
+    from nasplat.files import read_csv
 
     p = Path(path)
     if not p.is_file():
         raise NasplatError(f"{p}: file not found")
-    try:
-        frame = pd.read_csv(p)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise NasplatError(f"{p}: cannot read as CSV ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    frame = read_csv(p)  # the one reader: bytes, size, header, duplicate columns, empty tables
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise NasplatError(
