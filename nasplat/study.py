@@ -26,6 +26,36 @@ if TYPE_CHECKING:
 METRIC_SOURCES = ("inherited", "finetuned")
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password masked, the form every message shows: ``postgresql://user:***@host/db``
+    (a ``password=`` query parameter too). A URL without a password comes back unchanged."""
+    import re
+
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)  # 'user:pw@host/db' too
+    head, question, query = rest.partition("?")
+    # the password runs from the first ':' to the last '@' (it may hold '@' or '/' when not percent-encoded)
+    userinfo, at, host = head.rpartition("@")
+    if at and ":" in userinfo and not head.startswith("/"):
+        url = f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}{question}{query}"
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def _redact_in(exc: BaseException, url: str) -> str:
+    """The first line of ``exc`` with ``url``'s password masked wherever it shows (drivers quote URLs)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(url, redact_url(url))
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+    except ValueError:  # not even parseable: mask what follows 'user:' up to the host
+        userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+        secrets = [userinfo.partition(":")[2]]
+    for secret in {s for p in secrets if p for s in (p, unquote(p))}:
+        text = text.replace(secret, "***")
+    return text
+
+
 def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | None = None) -> Any:
     """An Optuna storage for a SQLAlchemy URL (SQLite file, PostgreSQL...).
 
@@ -36,7 +66,9 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
     import sqlalchemy.exc
 
     if "://" not in url:
-        raise NasplatError(f"storage '{url}' is not a URL; use e.g. sqlite:///results.db or postgresql://host/db")
+        raise NasplatError(
+            f"storage '{redact_url(url)}' is not a URL; use e.g. sqlite:///results.db or postgresql://host/db"
+        )
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
         from pathlib import Path
@@ -59,10 +91,10 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
             # two workers creating the schema of a new database at once: the loser finds it made on retry
             racing = "already exists" in str(exc) or "duplicate key" in str(exc)
             if not racing or attempt == 2:
-                raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+                raise NasplatError(f"cannot open storage {redact_url(url)}: {_redact_in(exc, url)}") from None
             time.sleep(0.5)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            raise NasplatError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+            raise NasplatError(f"cannot open storage {redact_url(url)}: {_redact_in(exc, url)}") from None
     raise AssertionError("unreachable")
 
 
