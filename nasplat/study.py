@@ -76,7 +76,7 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     import time
 
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             with quiet_optuna():
                 beat: dict[str, Any] = {}
@@ -87,10 +87,14 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
                         "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
                     }
                 return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,  # SQLite's word for the same race
+        ) as exc:
             # two workers creating the schema of a new database at once: the loser finds it made on retry
             racing = "already exists" in str(exc) or "duplicate key" in str(exc)
-            if not racing or attempt == 2:
+            if not racing or attempt == 4:
                 raise NasplatError(f"cannot open storage {redact_url(url)}: {_redact_in(exc, url)}") from None
             time.sleep(0.5)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:

@@ -20,3 +20,14 @@ def test_driver_killed_three_times_loses_and_repeats_nothing(tmp_path: Path) -> 
     assert report.complete == report.budget == 40  # the budget, exactly
     assert report.unretried == 0  # every trial a dead driver held was queued again
     assert report.duplicates <= 1  # resumed drivers do not replay proposals (chance repeats of a random sampler)
+
+
+@pytest.mark.slow
+def test_three_drivers_on_one_study_keep_the_budget(tmp_path: Path) -> None:
+    """Three drivers started at once with the same run file (and seed) on one SQLite study."""
+    from nasplat.testing.faults import parallel_drivers
+
+    report = parallel_drivers(tmp_path, trials=36, drivers=3)
+    assert report.problems == [] and report.failed_drivers == 0
+    assert report.complete == report.budget == 36  # reserved by trial number: no overshoot
+    assert report.duplicates <= 1  # the drivers do not replay one another's proposals (chance repeats only)

@@ -130,3 +130,54 @@ def kill_and_resume(folder: Path, *, trials: int, kill_at: list[int], timeout_s:
     if any(t.state.name in ("RUNNING", "WAITING") for t in after.values()):
         report.problems.append("trials left running or waiting")
     return report
+
+
+@dataclass
+class DriversReport:
+    """What :func:`parallel_drivers` saw."""
+
+    drivers: int = 0
+    complete: int = 0
+    budget: int = 0
+    given_back: int = 0  # trials asked beyond the budget and given back before any evaluation
+    duplicates: int = 0  # completed trials of an architecture another completed trial already had
+    failed_drivers: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def parallel_drivers(
+    folder: Path, *, trials: int, drivers: int, storage: str | None = None, seed: int = 0
+) -> DriversReport:
+    """Start ``drivers`` `nasplat search` processes on one study at once (the same run file and seed) and check
+    the study once they have all finished."""
+    run_file = tabular_run(folder, trials=trials, seed=seed)
+    if storage is not None:
+        data = yaml.safe_load(run_file.read_text())
+        data["storage"] = storage
+        run_file.write_text(yaml.safe_dump(data))
+    url = storage or f"sqlite:///{folder / 'run' / 'study.db'}"
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "nasplat.cli", "search", str(run_file)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(drivers)
+    ]
+    report = DriversReport(drivers=drivers, budget=trials)
+    for p in procs:
+        _out, err = p.communicate(timeout=600)
+        if p.returncode != 0:
+            report.failed_drivers += 1
+            report.problems.append(err.strip()[-300:])
+    from nasplat.study import load_study, make_storage
+
+    after = load_study(make_storage(url), "faults").get_trials(deepcopy=False)
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    report.complete = len(complete)
+    report.given_back = sum(
+        1
+        for t in after
+        if t.state.name == "PRUNED" and str(t.user_attrs.get("rejected", "")).startswith("over the study")
+    )
+    counts = Counter(str(t.user_attrs.get("arch_key")) for t in complete)
+    report.duplicates = sum(c - 1 for c in counts.values())
+    return report
