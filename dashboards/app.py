@@ -442,11 +442,96 @@ def _layout(storage_url: str, refresh_s: float, init: dict[str, dict[str, Any]] 
 
 
 # --------------------------------------------------------------------------------------------------------------
+# what the server accepts from clients
+
+#: the Host names the dashboard always answers to (with any port): this machine's loopback
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_ALL_INTERFACES = ("0.0.0.0", "::", "")
+#: the trials table's page size a client may ask for (anything else is clamped into this range)
+PAGE_SIZE_RANGE = (1, 500)
+_DEFAULT_PAGE_SIZE = 20
+
+
+def _host_name(header: str) -> str | None:
+    """The host of a Host header (``name``, ``name:port``, ``[v6]:port``), lower-case; None when malformed."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, colon, port = header.rpartition(":") if header.count(":") == 1 else (header, "", "")
+        if colon and not port.isdigit():
+            return None
+    return name.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def allowed_hosts(host: str) -> tuple[frozenset[str], bool]:
+    """The Host names a dashboard bound to ``host`` answers to, and whether it also answers any IP address.
+
+    Against DNS rebinding (a page on the attacker's domain whose name then resolves to 127.0.0.1) a request
+    must name this server: a loopback name, or the ``--host`` it was started with. Bound to every interface
+    (``0.0.0.0``, ``::``) it also answers this machine's host names and any IP address: a rebinding attack
+    always carries the attacker's domain name, never an address."""
+    import socket
+
+    names = {*LOOPBACK_HOSTS, host.strip().lower().strip("[]").rstrip(".")}
+    wildcard = host in _ALL_INTERFACES
+    if wildcard:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n for n in names if n), wildcard
+
+
+def _guard_host(server: Any, host: str) -> None:
+    """Answer 400 to a request whose Host header names another server (see :func:`allowed_hosts`)."""
+    from flask import Response, request
+
+    names, any_ip = allowed_hosts(host)
+
+    @server.before_request
+    def check_host() -> Any:
+        header = request.headers.get("Host", "")
+        name = _host_name(header) if header else host
+        if name is not None and (name in names or (any_ip and _is_ip(name))):
+            return None
+        shown = header.encode("ascii", "replace").decode()[:100]
+        return Response(
+            f"400 Bad Request: this nasplat dashboard does not answer to the host '{shown}' (it answers to "
+            f"{', '.join(sorted(names))}{' and any IP address' if any_ip else ''})\n",
+            status=400,
+            mimetype="text/plain",
+        )
+
+
+def _page_size(value: Any) -> int:
+    """The client's page size as an int within :data:`PAGE_SIZE_RANGE` (the default when it is not a number)."""
+    try:
+        size = int(value) if value is not None else _DEFAULT_PAGE_SIZE
+    except (TypeError, ValueError, OverflowError):
+        size = _DEFAULT_PAGE_SIZE
+    low, high = PAGE_SIZE_RANGE
+    return min(max(size, low), high)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # the app
 
 
-def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str = "nasplat-exports") -> Any:
-    """The Dash app for one storage URL. ``export_dir``: where the export action writes bundles."""
+def make_app(
+    storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str = "nasplat-exports", host: str = "127.0.0.1"
+) -> Any:
+    """The Dash app for one storage URL. ``export_dir``: where the export action writes bundles; ``host``: the
+    address it is served on (requests naming any other host are refused, see :func:`allowed_hosts`)."""
     import dash
     from dash import ALL, Input, Output, State, ctx, html, no_update
 
@@ -462,6 +547,7 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
         external_scripts=S.external_scripts(),
     )
     S.configure(app)
+    _guard_host(app.server, host)
     app.index_string = _INDEX
 
     def storage() -> D.Storage:
@@ -959,13 +1045,13 @@ def make_app(storage_url: str, *, refresh_s: float = 5.0, export_dir: Path | str
             shown = frame.drop(
                 columns=["arch_key", "datetime_start", "datetime_complete", "elapsed_s"], errors="ignore"
             )
+            size = _page_size(page_size)  # the client's number: clamped, never trusted
             rows, total = D.query_trials(
-                shown, filter_query=filter_query, sort_by=sort_by, page=page or 0, page_size=page_size or 20
+                shown, filter_query=filter_query, sort_by=sort_by, page=max(int(page or 0), 0), page_size=size
             )
         except Exception as exc:
             return [], [], 1, None, _message(_explain(exc))
         names = {c: _short(c) for c in map(str, shown.columns)}
-        size = page_size or 20
         status = (
             f"{total:,} of {len(frame):,} trials match"
             + (f" the filter {filter_query}" if filter_query else "")
@@ -1257,7 +1343,7 @@ def serve(
     """
     from werkzeug.serving import make_server
 
-    app = make_app(storage_url, refresh_s=refresh_s, export_dir=export_dir)
+    app = make_app(storage_url, refresh_s=refresh_s, export_dir=export_dir, host=host)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         server = make_server(host, port, app.server, threaded=True)
