@@ -3,7 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh --dev
-export RAY_AUTH_MODE=disabled
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"
 for pkg in nasplat search_spaces estimators predictors dashboards; do .venv/bin/mypy "$pkg"; done
