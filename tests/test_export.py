@@ -80,8 +80,10 @@ def test_bundle_files(bundle: ExportResult, space: SearchSpace, arch: Architectu
     assert names == sorted(
         [
             "weights.safetensors",
+            "weights.pt",
             "model.py",
             "config.json",
+            "preprocess.json",
             "arch.json",
             "metrics.json",
             "load.py",
@@ -89,6 +91,7 @@ def test_bundle_files(bundle: ExportResult, space: SearchSpace, arch: Architectu
             "README.md",
         ]
     )
+    assert bundle.qdq_onnx is None  # a float network declares no int8 layers
     arch_doc = json.loads(bundle.arch.read_text())
     assert arch_doc["space"] == space.name and arch_doc["space_hash"] == space.hash
     assert arch_doc["choices"] == arch.as_dict()
@@ -100,7 +103,15 @@ def test_bundle_files(bundle: ExportResult, space: SearchSpace, arch: Architectu
     assert metrics["provenance"]["estimator"] == "test"
     config = json.loads(bundle.config.read_text())
     assert config["ops"] == {k.removeprefix("cell."): v for k, v in arch.as_dict().items()}
-    assert "from load import load" in bundle.readme.read_text()
+    readme = bundle.readme.read_text()
+    assert "from load import classes, load, preprocess" in readme
+    assert "weights.pt" in readme and "safetensors` is used when installed" in readme
+    # a bare supernet export is not told its dataset: preprocess.json says so, with the input it knows
+    assert bundle.preprocess is not None
+    pre = json.loads(bundle.preprocess.read_text())
+    assert pre["known"] is False and pre["classes"] is None
+    assert pre["model_inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert "records no input preprocessing" in readme
     assert not list(bundle.bundle_dir.parent.glob(".bundle.*")), "temporary folders left behind"
 
 
@@ -126,9 +137,11 @@ def test_loads_without_nasplat_in_clean_process(
     with torch.no_grad(), supernet.activate(arch):
         expected = supernet(x)
     torch.save(x, tmp_path / "x.pt")
+    # plain PyTorch: safetensors (and nasplat) cannot be imported, so the loader reads weights.pt
     script = textwrap.dedent(
         f"""
         import importlib.util, sys
+        sys.modules["safetensors"] = None  # import safetensors now raises ImportError
         import torch
         spec = importlib.util.spec_from_file_location("bundle_loader", {str(bundle.load_script)!r})
         loader = importlib.util.module_from_spec(spec)
@@ -138,7 +151,20 @@ def test_loads_without_nasplat_in_clean_process(
         with torch.no_grad():
             y = model(torch.load("x.pt"))
         torch.save(y, "y.pt")
-        leaked = sorted(m for m in sys.modules if m.startswith("nasplat"))
+        try:
+            loader.load({str(bundle.bundle_dir)!r}, weights="safetensors")
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("safetensors was importable")
+        assert loader.classes == []
+        try:
+            loader.preprocess([])
+        except ValueError as exc:
+            assert "does not record" in str(exc), exc
+        else:
+            raise AssertionError("preprocess ran without preprocessing")
+        leaked = sorted(m for m in sys.modules if m.startswith(("nasplat", "safetensors")) and sys.modules[m])
         assert not leaked, leaked
         print("clean")
         """

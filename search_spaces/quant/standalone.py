@@ -376,6 +376,47 @@ class QuantizedNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         return self.base(x)
 
+    def nasplat_qdq(self) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+        """The layers an ONNX runtime can run on int8 kernels, for a QDQ export (see ``nasplat.onnx_qdq``).
+
+        Returns a float copy of this network in which every layer with int8 weights and int8 input
+        activations is a plain ``Conv2d`` / ``Linear`` holding its dequantized weight and taking its input
+        unquantized (the exporter puts QuantizeLinear/DequantizeLinear there), every other layer as it is
+        (int4, int2 and float8 stay simulated in float arithmetic), and, per such layer (dotted name in the
+        copy), its integers, per-channel weight scale, activation scale and signedness.
+        """
+        import copy
+
+        twin = copy.deepcopy(self).cpu().eval()
+        layers: dict[str, dict[str, Any]] = {}
+        for name, module in list(twin.named_modules()):
+            if not isinstance(module, QuantLayer) or module.w_fmt != "int8" or module.a_fmt != "int8":
+                continue
+            assert module.weight_scale is not None and module.act_scale is not None
+            plain: nn.Module
+            if isinstance(module, QConv2d):
+                out_c, in_c_per_group = module.weight.shape[:2]
+                plain = nn.Conv2d(
+                    in_c_per_group * module.groups, out_c, tuple(module.weight.shape[2:]), stride=module.stride,
+                    padding=module.padding, dilation=module.dilation, groups=module.groups,
+                    bias=module.bias is not None,
+                )  # fmt: skip
+            else:
+                plain = nn.Linear(module.weight.shape[1], module.weight.shape[0], bias=module.bias is not None)
+            with torch.no_grad():
+                plain.weight.copy_(module.dequantized())
+                if module.bias is not None:
+                    cast_bias: Any = plain.bias
+                    cast_bias.copy_(module.bias)
+            _set_submodule(twin, name, plain.eval())
+            layers[name] = {
+                "weight": module.weight.detach().clone(),
+                "weight_scale": module.weight_scale.detach().clone(),
+                "act_scale": float(module.act_scale),
+                "act_signed": module.signed,
+            }
+        return twin, layers
+
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """A network with the structure ``config`` describes (weights zero until a state dict is loaded)."""
