@@ -187,6 +187,19 @@ def preprocessing_for(data: ArrayDataset, task: Task) -> Preprocessing | None:
     return Preprocessing.of_dataset(data)
 
 
+def calibration_inputs(
+    data: ArrayDataset, task: Task, *, batches: int = 4, batch_size: int = 64
+) -> list[tuple[torch.Tensor, ...]]:
+    """Network inputs from ``batches`` shuffled batches of ``data`` (seed 0, no augmentation): what calibrates
+    the added quantization points of a QDQ ONNX (:func:`export_bundle`'s ``calibration``)."""
+    out: list[tuple[torch.Tensor, ...]] = []
+    for batch in data.batches(batch_size, seed=0, shuffle=True):
+        if len(out) == batches:
+            break
+        out.append(tuple(task.model_inputs(batch)))
+    return out
+
+
 def _unknown_preprocess(inputs: tuple[torch.Tensor, ...], reason: str) -> dict[str, Any]:
     names = _input_names(len(inputs))
     return {
@@ -378,7 +391,7 @@ def preprocess(images: Any, bundle_dir: str | Path | None = None) -> torch.Tenso
             f"{'HxW or ' if c == 1 else ''}HxWx{c}, one or a batch), got an array of shape {tuple(arr.shape)}; "
             "nothing is resized"
         )
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    x = torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())  # a writable, contiguous copy
     # the training pipeline's own arithmetic (pixel / 255 - mean) / std, as pixel * scale + shift in float32
     scale = torch.tensor([1.0 / (255.0 * s) for s in spec["std"]], dtype=torch.float32).view(1, -1, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(spec["mean"], spec["std"])], dtype=torch.float32).view(1, -1, 1, 1)

@@ -69,7 +69,7 @@ def export_trial(
     study's checkpoint, BN recalibrated for the trial's path, and the path exported with inherited weights.
     """
     from nasplat.data import DataSpec, load_splits
-    from nasplat.export import export_bundle
+    from nasplat.export import calibration_inputs, export_bundle, preprocessing_for
     from nasplat.inherit import Calibration, load_supernet, recalibrate_path
     from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
 
@@ -108,6 +108,8 @@ def export_trial(
         example_input=example,
         overwrite=overwrite,
         extras=space.family.bundle_extras(space, arch),
+        preprocess=preprocessing_for(train, task),
+        calibration=calibration_inputs(train, task),
     )
 
 
@@ -119,7 +121,7 @@ def _export_finetuned(
     from safetensors.torch import load_file
 
     from nasplat.data import DataSpec, load_splits
-    from nasplat.export import export_module
+    from nasplat.export import calibration_inputs, export_module, preprocessing_for
     from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
 
     weights = folder / "model.safetensors"
@@ -137,8 +139,9 @@ def _export_finetuned(
             f"{weights}: does not fit trial {trial.number}'s network: {str(exc).splitlines()[0]}"
         ) from None
     data = DataSpec.model_validate(run_spec.get("dataset"))
-    _, val = load_splits(data)
-    example = space.family.task(space).model_inputs(next(val.batches(2, seed=0, shuffle=False)))
+    train, val = load_splits(data)
+    task = space.family.task(space)
+    example = task.model_inputs(next(val.batches(2, seed=0, shuffle=False)))
     metrics: dict[str, Any] = {
         k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)
     }
@@ -167,6 +170,8 @@ def _export_finetuned(
         example_input=example,
         overwrite=overwrite,
         extras=space.family.bundle_extras(space, arch),
+        preprocess=preprocessing_for(train, task),
+        calibration=calibration_inputs(train, task),
     )
 
 
