@@ -288,7 +288,49 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise NasplatError(
             f"{path}: predictor format version {data.get('format_version')} is not supported (expected {FORMAT_VERSION})"
         )
+    _check_manifest_paths(directory, data)
     return data
+
+
+#: manifest keys whose values name files or folders of the saved predictor (at any depth, besides the space's
+#: record, which keeps the path its declaration was loaded from as provenance)
+_PATH_KEYS = ("file", "path", "dir", "members")
+_PATH_SUFFIXES = ("_file", "_path", "_dir")
+
+
+def manifest_path(directory: str | Path, value: Any, key: str) -> Path:
+    """The file a manifest entry names, inside the predictor folder ``directory``; a name that is absolute or
+    resolves (through ``..`` or a symbolic link) outside it is refused with one line naming the manifest and key."""
+    where = Path(directory) / MANIFEST
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise NasplatError(f"{where}: '{key}' must name a file inside the predictor folder, got {value!r}")
+    root = Path(directory).resolve()
+    target = (root / value).resolve()
+    if Path(value).is_absolute() or not target.is_relative_to(root):
+        raise NasplatError(
+            f"{where}: '{key}' points outside the predictor folder ({value!r}); a saved predictor names only "
+            f"files inside its own folder"
+        )
+    return target
+
+
+def _check_manifest_paths(directory: str | Path, node: Any, key: str = "") -> None:
+    """Every file or folder name in a manifest stays inside ``directory`` (see :func:`manifest_path`)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            name = str(k)
+            sub = f"{key}.{name}" if key else name
+            if not key and name == "space":
+                continue
+            if name in _PATH_KEYS or name.endswith(_PATH_SUFFIXES):
+                for i, item in enumerate(v if isinstance(v, list) else [v]):
+                    if isinstance(item, str):  # a name; anything else is a setting (an ensemble's 'members': 5)
+                        manifest_path(directory, item, f"{sub}[{i}]" if isinstance(v, list) else sub)
+            else:
+                _check_manifest_paths(directory, v, sub)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_manifest_paths(directory, item, f"{key}[{i}]")
 
 
 def update_manifest(directory: str | Path, **entries: Any) -> None:
@@ -427,7 +469,7 @@ class PriorTable:
 
     @classmethod
     def load(cls, space: SearchSpace, directory: str | Path, entry: Mapping[str, Any]) -> PriorTable:
-        path = Path(directory) / str(entry.get("file", PRIOR_FILE))
+        path = manifest_path(directory, entry.get("file", PRIOR_FILE), "prior.file")
         frame = read_table(path, [str(entry["arch_column"]), *map(str, entry["columns"])])
         return cls(space, frame, str(entry["arch_column"]), list(entry["columns"]), str(entry.get("source", path)))
 

@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,3 +238,72 @@ def test_cli_dashboard_refuses_a_foreign_host(demo_url: str) -> None:
     finally:
         proc.terminate()
         proc.wait(WAIT_S)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a predictor's manifest names only files inside its own folder
+
+
+@pytest.fixture
+def saved_gbdt(tmp_path: Path) -> Path:
+    """A real fitted GBDT predictor saved in ``tmp_path/pred`` (tiny: 12 cells of the test space)."""
+    import numpy as np
+
+    from nasplat import registry
+    from nasplat.space import load_space
+
+    space = load_space(Path(__file__).parent / "spaces" / "cell-digits.yaml")
+    archs = list(dict.fromkeys(space.sample(np.random.default_rng(i)) for i in range(30)))[:12]
+    model = registry.build("predictor", "gbdt", options={"n_estimators": 5, "min_child_samples": 1})
+    model.fit(space, archs, np.linspace(50.0, 90.0, len(archs)), seed=0)
+    model.save(tmp_path / "pred")
+    return tmp_path / "pred"
+
+
+def _edit_manifest(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / "predictor.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_saved_predictor_loads_when_its_files_are_inside(saved_gbdt: Path) -> None:
+    from nasplat.predictor import load_predictor, read_manifest
+
+    assert read_manifest(saved_gbdt)["model_state"]["file"] == "gbdt.txt"
+    load_predictor(saved_gbdt)
+    (saved_gbdt / "sub").mkdir()
+    (saved_gbdt / "gbdt.txt").rename(saved_gbdt / "sub" / "gbdt.txt")
+    _edit_manifest(saved_gbdt, lambda m: m["model_state"].update(file="sub/../sub/gbdt.txt"))
+    load_predictor(saved_gbdt)  # a relative path that stays inside is fine
+
+
+@pytest.mark.parametrize("target", ["../outside.txt", "{outside}", "sub/../../outside.txt", "link.txt", ""])
+def test_manifest_file_outside_the_folder_is_refused(saved_gbdt: Path, target: str) -> None:
+    from nasplat.predictor import load_predictor
+
+    outside = saved_gbdt.parent / "outside.txt"
+    outside.write_text((saved_gbdt / "gbdt.txt").read_text())  # a valid model file: only its place is wrong
+    (saved_gbdt / "link.txt").symlink_to(outside)
+    value = target.format(outside=outside)
+    _edit_manifest(saved_gbdt, lambda m: m["model_state"].update(file=value))
+    with pytest.raises(NasplatError) as info:
+        load_predictor(saved_gbdt)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{saved_gbdt / 'predictor.json'}: 'model_state.file' ")
+    assert ("points outside the predictor folder" if value else "must name a file inside") in message
+
+
+def test_manifest_members_and_prior_outside_the_folder_are_refused(saved_gbdt: Path) -> None:
+    from nasplat.predictor import PriorTable, read_manifest, space_from_manifest
+
+    _edit_manifest(saved_gbdt, lambda m: m.update(members=["member_0", "../../elsewhere"]))
+    with pytest.raises(NasplatError, match=r"predictor.json: 'members\[1\]' points outside the predictor folder"):
+        read_manifest(saved_gbdt)
+    _edit_manifest(saved_gbdt, lambda m: (m.pop("members"), m.update(prior={"file": "/etc/passwd", "columns": []})))
+    with pytest.raises(NasplatError, match=r"predictor.json: 'prior.file' points outside the predictor folder"):
+        read_manifest(saved_gbdt)
+    with pytest.raises(NasplatError, match=r"predictor.json: 'prior.file' points outside the predictor folder"):
+        PriorTable.load(space_from_manifest(saved_gbdt), saved_gbdt, {"file": "../x.csv", "arch_column": "arch",
+                                                                      "columns": []})  # fmt: skip
