@@ -34,7 +34,6 @@ STUDY = "ft"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A searched study (trained supernet, 10 trials) and a pristine copy of its database."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     root = tmp_path_factory.mktemp("finetune")
     run = {
         "space": SPACE,
@@ -74,7 +73,7 @@ def _ranked(study: optuna.Study) -> list[int]:
 
 
 def _nasplat(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "nasplat.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
 
@@ -207,7 +206,7 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     out = tmp_path / "runs"
     args = ["finetune", "--storage", url, "--study", STUDY, "--trials", ",".join(map(str, picks)), "--from-scratch",
             "--epochs", "2", "--samples", "2", "--out", str(out), "--quiet"]  # fmt: skip
-    env = {**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "COLUMNS": "200"}
     exp = out / "scratch" / "tune"
     with open(tmp_path / "first.out", "w") as fout, open(tmp_path / "first.err", "w") as ferr:
         proc = subprocess.Popen([sys.executable, "-m", "nasplat.cli", *args], stdout=fout, stderr=ferr, env=env)
