@@ -54,11 +54,13 @@ _own_token: str | None = None
 def connect_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> Any:
     """Initialise Ray once per process (a no-op when it already is). ``log_to_driver`` shows workers' output.
 
-    Without ``address`` a local cluster starts on 127.0.0.1 with token authentication (see the module doc)."""
+    Without ``address`` (nor ``RAY_ADDRESS``, which Ray itself would follow) a local cluster starts on 127.0.0.1
+    with token authentication (see the module doc)."""
     import ray
 
     if ray.is_initialized():
         return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "local":
         _join(ray, address, log_to_driver)
     else:
