@@ -415,6 +415,15 @@ def _key_from_json(item: list[Any]) -> ConfigKey:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in item)
 
 
+def _refuse_extra(extra: np.ndarray | None) -> None:
+    """The few-shot model learns from layer features alone: extra feature columns would be silently dropped."""
+    if extra is not None:
+        raise NasplatError(
+            "predictor 'fewshot_latency' takes no extra features; give other devices' latencies as a prior table "
+            "(it pre-trains on them: `nasplat predictor fit --prior`)"
+        )
+
+
 @register("predictor", "fewshot_latency")
 class FewShotLatencyPredictor(Predictor):
     """Latency (ms) from per-layer features with :class:`FewShotLatencyModel`, as a predictor.
@@ -452,6 +461,7 @@ class FewShotLatencyPredictor(Predictor):
         seed: int = 0,
         extra: np.ndarray | None = None,
     ) -> FewShotLatencyPredictor:
+        _refuse_extra(extra)
         yv, _ = check_training_data(archs, y, None)
         reference = None
         if self.vocab is None:
@@ -469,6 +479,7 @@ class FewShotLatencyPredictor(Predictor):
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.vocab is None or self.space_record is None:
             raise NasplatError("predictor 'fewshot_latency' is not fitted: call fit first")
+        _refuse_extra(extra)
         check_space(self.space_record, space)
         if not len(archs):
             return np.zeros(0), None
