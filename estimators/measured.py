@@ -322,12 +322,15 @@ class MeasuredCostModel(CostModel):
         return net.extract(arch).eval()
 
     def inputs(self, space: SearchSpace) -> tuple[torch.Tensor, ...]:
-        """A random batch of the space's input shape (seeded)."""
+        """A random batch of the space's input shape (seeded), as the family's networks take it: through its
+        task's ``model_inputs`` (a ControlNet takes a noisy image, a timestep and a condition)."""
         import torch
 
         shape = tuple(int(s) for s in space.macro.input_shape)  # type: ignore[attr-defined]
         gen = torch.Generator().manual_seed(self.seed)
-        return (torch.randn((self.batch_size, *shape), generator=gen),)
+        images = torch.randn((self.batch_size, *shape), generator=gen)
+        labels = torch.randint(0, int(getattr(space.macro, "num_classes", 10)), (self.batch_size,), generator=gen)
+        return tuple(space.family.task(space).model_inputs((images, labels)))
 
     def measure(self, space: SearchSpace, arch: Architecture, device: str | None = None) -> Measurement:
         """The full measurement (every timed sample) of ``arch`` on this machine."""
