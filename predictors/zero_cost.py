@@ -184,7 +184,8 @@ class ZeroCostProxies:
         try:
             net.zero_grad(set_to_none=True)
             loss = task.loss(net, (x, y))
-            loss.backward()
+            if loss.requires_grad:  # else no trainable weight reaches the loss (a ControlNet with every block off)
+                loss.backward()
         finally:
             for h in handles:
                 h.remove()
@@ -196,7 +197,7 @@ class ZeroCostProxies:
                     grad_norm += float(m.weight.grad.norm())
                     snip += float((m.weight.grad * m.weight).abs().sum())
         naswot = patterns.log_det()
-        synflow = _synflow(net, tuple(x.shape[1:]), dev)
+        synflow = _synflow(net, task.model_inputs((torch.ones_like(x[:1]), y[:1])))
         return {"grad_norm": grad_norm, "snip": snip, "naswot": naswot, "synflow": synflow}
 
 
@@ -227,7 +228,9 @@ class _PatternKernel:
         return float(logdet) if float(sign) > 0 else -math.inf  # singular: two inputs share a pattern
 
 
-def _synflow(net: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> float:
+def _synflow(net: Any, inputs: tuple[torch.Tensor, ...]) -> float:
+    """SynFlow of ``net`` on ``inputs``: the network's inputs built (by the family's task) from one all-ones
+    image, in float64."""
     import torch
     from torch import nn
 
@@ -237,8 +240,10 @@ def _synflow(net: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> flo
         for p in net.parameters():
             p.abs_()
     net.zero_grad(set_to_none=True)
-    out = net(torch.ones((1, *input_shape), dtype=torch.float64, device=device))
-    torch.sum(out).backward()
+    out = torch.sum(net(*(t.double() if t.is_floating_point() else t for t in inputs)))
+    if not out.requires_grad:  # no trainable weight reaches the output
+        return -math.inf
+    out.backward()
     total = 0.0
     with torch.no_grad():
         for m in net.modules():

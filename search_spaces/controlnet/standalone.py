@@ -291,7 +291,7 @@ class UNet(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """``(temb, inputs of each block by control-block name, skips per level, middle output)``."""
-        temb = self.time_embed(timestep_embedding(t, self.channels[0]))
+        temb = self.time_embed(timestep_embedding(t, self.channels[0]).to(x.dtype))
         inputs: dict[str, torch.Tensor] = {}
         skips: list[torch.Tensor] = []
         h = self.conv_in(x)
