@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,8 +32,10 @@ app.add_typer(spaces_app, name="spaces")
 studies_app = typer.Typer(help="The studies in a storage: list them (--storage URL), or delete one.")
 app.add_typer(studies_app, name="studies")
 
-out = Console()
-err = Console(stderr=True)
+# piped or redirected output gets whole table rows, not rows cut at rich's default 80 columns
+_PIPED_WIDTH = 400
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else _PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else _PIPED_WIDTH)
 
 StorageOpt = Annotated[
     str, typer.Option("--storage", help="SQLAlchemy URL of the study storage, e.g. sqlite:///study.db")
@@ -143,7 +146,12 @@ def spaces_sample(
 def search(
     run_file: Annotated[Path, typer.Argument(help="run file (YAML)")],
     resume: Annotated[bool, typer.Option("--resume", help="continue an existing study (it must exist)")] = False,
-    trials: Annotated[int | None, typer.Option("--trials", min=1, help="override the run file's trial count")] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--n-trials", "--trials", min=1, help="completed trials wanted in the study (overrides the run file's)"
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Ray actors evaluating batches (override)")] = None,
     ray_address: Annotated[str | None, typer.Option(help="join this Ray cluster instead of a local one")] = None,
 ) -> None:
@@ -207,6 +215,7 @@ def studies(
     import optuna
 
     from nasplat.check import existing_storage
+    from nasplat.study import redact_url
 
     if ctx.invoked_subcommand is not None:
         return
@@ -230,7 +239,7 @@ def studies(
             str(s.n_trials),
         )
     if as_json:
-        _print_json({"storage": storage, "studies": rows})
+        _print_json({"storage": redact_url(storage), "studies": rows})
         return
     out.print(table)
 

@@ -12,7 +12,8 @@ def finetune(
     storage: Annotated[str, typer.Option("--storage", help="SQLAlchemy URL of the study storage")],
     study: Annotated[str | None, typer.Option("--study", help="study name (default: the most recent one)")] = None,
     trials: Annotated[
-        str, typer.Option("--trials", help="'front' (the study's Pareto front) or trial numbers, e.g. 3,7,12")
+        str,
+        typer.Option("--trial", "--trials", help="'front' (the study's Pareto front) or trial numbers, e.g. 3,7,12"),
     ] = "front",
     from_scratch: Annotated[
         bool, typer.Option("--from-scratch", help="fresh weights instead of the supernet's inherited ones")

@@ -157,7 +157,7 @@ def select_trials(study: optuna.Study, which: str) -> list[optuna.trial.FrozenTr
             try:
                 numbers.append(int(part.strip()))
             except ValueError:
-                raise NasplatError(f"--trials must be 'front' or trial numbers like 3,7,12; got '{which}'") from None
+                raise NasplatError(f"--trial must be 'front' or trial numbers like 3,7,12; got '{which}'") from None
         numbers = list(dict.fromkeys(numbers))
     chosen = []
     for n in numbers:

@@ -195,6 +195,7 @@ def run_search(
         quiet_optuna,
         record_result,
         recover_stale_trials,
+        requeue,
         suggest_architecture,
     )
 
@@ -249,6 +250,8 @@ def run_search(
     }
     log(f"study '{run.study}' in {run.storage_url}: {done} of {want} trials done")
     evaluated_now = 0
+    started, done_at_start = time.perf_counter(), done
+    chance_checked = False
     while True:
         # Several workers may share the study (a PostgreSQL storage): count what the others are running,
         # and take what they finished into the cache, so the study ends at `want` without repeats.
@@ -305,15 +308,36 @@ def run_search(
                     trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
                 study.tell(trial, [metrics[_metric_key(o)] for o in run.objectives])
                 told.add(trial.number)
-        except BaseException:  # a failed or interrupted batch leaves no trial running
+        except BaseException as exc:  # a failed or interrupted batch leaves no trial running
+            interrupted = isinstance(exc, KeyboardInterrupt)
             for trial, _a in asked:
                 if trial.number not in told:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    if interrupted:  # Ctrl+C: the architecture is queued again for the next run
+                        requeue(study, trial.number)
+            if interrupted:
+                kept, _ = _progress(study, cache)
+                log(
+                    f"interrupted: {kept} of {want} trials are kept in study '{run.study}'; "
+                    f"{len(asked) - len(told)} unfinished architecture(s) queued again. Run the same command to continue."
+                )
             raise
         finally:
             beat.stop()
         evaluated_now += len(unique)
-        log(f"  {_progress(study, cache)[0]}/{want} trials ({evaluated_now} architectures evaluated in this run)")
+        now_done = _progress(study, cache)[0]
+        elapsed = time.perf_counter() - started
+        rate = (now_done - done_at_start) / elapsed if elapsed > 0 else 0.0
+        eta = f"ETA {_clock((want - now_done) / rate)}" if rate > 0 and now_done < want else "ETA -"
+        log(
+            f"  {now_done}/{want} trials · {_clock(elapsed)} elapsed · {eta} "
+            f"({evaluated_now} architectures evaluated in this run)"
+        )
+        if not chance_checked and unique:
+            chance_checked = True
+            warning = _near_chance(space, [cache[a.key] for a in unique])
+            if warning:
+                log(warning)
     return SearchResult(
         study_name=run.study,
         storage_url=run.storage_url,
@@ -349,6 +373,34 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _clock(seconds: float) -> str:
+    """``1:05:07`` / ``4:12`` / ``9 s``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _near_chance(space: SearchSpace, measured: list[dict[str, float]]) -> str | None:
+    """A warning when the first batch's accuracies sit near chance (100 / classes %): an undertrained
+    supernet, or data that does not fit it; the front would then rank noise."""
+    classes = getattr(space.macro, "num_classes", None)
+    accs = [m["accuracy"] for m in measured if isinstance(m.get("accuracy"), (int, float))]
+    if not classes or not accs:
+        return None
+    chance = 100.0 / float(classes)
+    best = max(accs)
+    if best > 1.5 * chance:
+        return None
+    return (
+        f"warning: the best accuracy of the first batch is {best:.1f} %, near chance ({chance:.1f} % for {classes} "
+        "classes): the supernet is undertrained (more supernet.train.epochs) or the data does not fit it, so the "
+        "front ranks noise"
+    )
 
 
 OVER_BUDGET = "over the study's budget: other drivers hold the rest of it"

@@ -316,11 +316,31 @@ def pareto_frame(
         frame = frame.drop_duplicates("arch_key").reset_index(drop=True)  # one row per architecture
     mask = non_dominated_mask(frame[names].to_numpy(dtype=float), directions)
     front = frame[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
+    front = _merge_equivalents(study, front)
     ref = reference if reference is not None else study.user_attrs.get("reference_point")
     hv = None
     if ref is not None:
         hv = hypervolume(front[names].to_numpy(dtype=float), list(ref), directions)
     return front, hv
+
+
+def _merge_equivalents(study: optuna.Study, front: pd.DataFrame) -> pd.DataFrame:
+    """One row per network: front members that are the same network (the family's canonical form, e.g. a cell
+    reaching the same ops through dead edges) are merged into the first; ``equivalents`` counts the merged
+    trials. Studies whose space cannot be rebuilt are left as they are."""
+    from nasplat import study_record
+
+    if front.empty or "arch_key" not in front or not isinstance(study.user_attrs.get(study_record.SPACE_SPEC), dict):
+        return front
+    try:
+        space = study_record.study_space(study.user_attrs, f"study '{study.study_name}' space")
+        canonical = [space.family.canonical(space, space.from_key(str(k))).key for k in front["arch_key"]]
+    except NasplatError:
+        return front
+    front = front.assign(canonical=canonical)
+    counts = front.groupby("canonical", sort=False)["trial"].transform("size") - 1
+    front = front.assign(equivalents=counts.astype(int))
+    return front.drop_duplicates("canonical").drop(columns="canonical").reset_index(drop=True)
 
 
 def finetuned_frame(study: optuna.Study, frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -495,6 +515,30 @@ def recover_stale_trials(study: optuna.Study, grace_s: int) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another driver failed it meanwhile (its retry is queued: it checked as we did)
     return failed
+
+
+def requeue(study: optuna.Study, number: int) -> None:
+    """Queue trial ``number`` (finished as FAIL) again with its choices, as a retry (``failed_trial``), unless it
+    already has one or its retries are spent."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    if any((t.system_attrs.get("retry_history") or [None])[-1] == number for t in trials):
+        return
+    trial = next(t for t in trials if t.number == number)
+    system = {k: v for k, v in trial.system_attrs.items() if k != DRIVER_ATTR}
+    history = [*system.get("retry_history", []), number]
+    if len(history) > MAX_RETRIES:
+        return
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs={**system, "failed_trial": system.get("failed_trial", number), "retry_history": history},
+        )
+    )
 
 
 def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:

@@ -651,11 +651,50 @@ def checkpoint_name(epoch: int) -> str:
 # training
 
 
+#: Seconds between progress lines when output is not a terminal (a log file, a pipe, CI).
+HEARTBEAT_S = 30.0
+
+
+class LineProgress:
+    """Progress for output that is not a terminal: a line per task at most every ``interval_s`` seconds and
+    one when it completes, instead of bars that only appear (all at once) when the run ends."""
+
+    def __init__(self, interval_s: float = HEARTBEAT_S, write: Callable[[str], None] | None = None) -> None:
+        self.interval_s = interval_s
+        self._write = write or (lambda line: print(line, flush=True))
+        self._tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int, **fields: Any) -> int:
+        task_id = len(self._tasks)
+        self._tasks[task_id] = {"description": description, "total": total, "start": time.monotonic(), "last": 0.0}
+        return task_id
+
+    def update(self, task_id: int, completed: int, **fields: Any) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        done = completed >= task["total"]
+        if not done and now - (task["last"] or task["start"]) < self.interval_s:
+            return
+        task["last"] = now
+        elapsed = now - task["start"]
+        extra = "".join(f" · {k} {v:.4g}" for k, v in fields.items() if isinstance(v, (int, float)))
+        self._write(f"{task['description']}: {completed}/{task['total']} steps{extra} · {elapsed:.0f} s")
+
+
 def _progress_bar(enabled: bool) -> Any:
+    import sys
     from contextlib import nullcontext
 
     if not enabled:
         return nullcontext(None)
+    if not sys.stdout.isatty():
+        return LineProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(

@@ -74,7 +74,7 @@ def test_tiny_quickstart_end_to_end_and_continue(tmp_path: Path) -> None:
     run_file = Path(summary["run_file"])
     ckpt_mtime = Path(summary["checkpoint"]).stat().st_mtime
     proc = subprocess.run(
-        [sys.executable, "-m", "nasplat.cli", "search", str(run_file), "--resume", "--trials", "16"],
+        [sys.executable, "-m", "nasplat.cli", "search", str(run_file), "--resume", "--n-trials", "16"],
         capture_output=True, text=True, cwd=Path.cwd(), timeout=600, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

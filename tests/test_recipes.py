@@ -139,7 +139,6 @@ def test_quant_space_with_relative_base_on_ray_actors_and_ray_train(tmp_path: Pa
     from nasplat.search import run_search
     from nasplat.study import load_study, make_storage
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     quant = _copy_quant_space(tmp_path / "spaces")
     run = _run(tmp_path, space=os.path.relpath(quant, Path.cwd()), workers=2)
     run["supernet"] = {"train": {"epochs": 1, "lr": 0.05, "max_steps_per_epoch": 4}, "workers": 1}
