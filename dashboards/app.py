@@ -402,10 +402,19 @@ def _layout(storage_url: str, refresh_s: float, init: dict[str, dict[str, Any]] 
                                     html.H3("Export"),
                                     html.Label("bundle folder name", className="field-label"),
                                     dcc.Input(id="export-name", type="text", debounce=True, style={"width": "360px"}),
+                                    dcc.Checklist(
+                                        id="export-overwrite",
+                                        options=[{"label": "replace an existing bundle of this name", "value": "yes"}],
+                                        value=[],
+                                        className="choice",
+                                    ),
                                     html.P("The same export from a shell:", className="status"),
                                     html.Pre(id="export-command", className="command"),
-                                    html.Button("Export bundle", id="export-button", className="action", n_clicks=0),
+                                    html.Button(
+                                        "Export and download (.zip)", id="export-button", className="action", n_clicks=0
+                                    ),
                                     dcc.Loading(html.Div(id="export-result"), type="dot"),
+                                    dcc.Download(id="export-download"),
                                 ],
                                 className="card",
                             ),
@@ -1245,34 +1254,55 @@ def make_app(
         Input("arch-trial", "value"),
         Input("study", "value"),
         Input("export-name", "value"),
+        Input("export-overwrite", "value"),
         prevent_initial_call=True,
     )
-    def export_command(trial: int | None, study: str | None, name: str | None) -> str:
+    def export_command(trial: int | None, study: str | None, name: str | None, replace: list[str] | None) -> str:
         if not study or trial is None:
             return "choose a trial first"
         try:
-            return D.export_command(storage_url, study, int(trial), _export_target(name, study, int(trial)))
+            target = _export_target(name, study, int(trial))
+            return D.export_command(storage_url, study, int(trial), target, overwrite=bool(replace))
         except NasplatError as exc:
             return str(exc)
 
     @app.callback(
         Output("export-result", "children"),
+        Output("export-download", "data"),
         Input("export-button", "n_clicks"),
         State("arch-trial", "value"),
         State("study", "value"),
         State("export-name", "value"),
+        State("export-overwrite", "value"),
         prevent_initial_call=True,
         running=[(Output("export-button", "disabled"), True, False)],
     )
-    def export_run(n: int, trial: int | None, study: str | None, name: str | None) -> Any:
+    def export_run(n: int, trial: int | None, study: str | None, name: str | None, replace: list[str] | None) -> Any:
+        """Write the bundle under the export folder, then send it to the browser as a zip."""
+        from dash import dcc
+
         if not n or not study or trial is None:
-            return no_update
+            return no_update, no_update
         try:
             target = _export_target(name, study, int(trial))
-            bundle = D.run_export(storage(), study, int(trial), target)
+            if D.bundle_exists(target) and not replace:
+                return (
+                    _message(
+                        f"a bundle named '{target.name}' already exists in {export_root}: tick 'replace an existing "
+                        "bundle of this name' to overwrite it, or choose another folder name",
+                        "info",
+                    ),
+                    no_update,
+                )
+            bundle = D.run_export(storage(), study, int(trial), target, overwrite=bool(replace))
+            archive = D.bundle_zip(bundle)
         except Exception as exc:
-            return _message(f"export failed: {_explain(exc)}")
-        return _message(f"exported trial {trial} of '{study}' to {bundle}", "info")
+            return _message(f"export failed: {_explain(exc)}"), no_update
+        message = (
+            f"exported trial {trial} of '{study}' to {bundle}; downloading {bundle.name}.zip "
+            f"({len(archive) / 1024:,.0f} KiB)"
+        )
+        return _message(message, "info"), dcc.send_bytes(archive, f"{bundle.name}.zip")
 
     # ---------------------------------------------------------------------------------- training and predictors
     @app.callback(

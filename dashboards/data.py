@@ -1467,14 +1467,34 @@ def query_trials(
 # export
 
 
-def export_command(url: str, study: str, trial: int, out_dir: str | Path) -> str:
+def export_command(url: str, study: str, trial: int, out_dir: str | Path, *, overwrite: bool = False) -> str:
     """The exact ``nasplat export`` command that writes trial ``trial`` of ``study`` as a bundle."""
     import shlex
 
     return (
         f"nasplat export --storage {shlex.quote(url)} --study {shlex.quote(study)} --trial {int(trial)} "
-        f"--out {shlex.quote(str(out_dir))}"
+        f"--out {shlex.quote(str(out_dir))}" + (" --overwrite" if overwrite else "")
     )
+
+
+def bundle_exists(out_dir: Path) -> bool:
+    """Whether ``out_dir`` already holds something (an export there needs ``overwrite``)."""
+    return out_dir.is_dir() and any(out_dir.iterdir())
+
+
+def bundle_zip(bundle: Path) -> bytes:
+    """The bundle folder as a zip archive (files under ``<folder name>/``, sorted, fixed timestamps)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(f"{bundle.name}/{path.relative_to(bundle).as_posix()}", (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, path.read_bytes())
+    return buf.getvalue()
 
 
 def run_export(storage: Storage | str, study: str, trial: int, out_dir: Path, *, overwrite: bool = False) -> Path:
