@@ -311,22 +311,23 @@ def test_describe(nb201: SearchSpace) -> None:
 # supernet and extraction -----------------------------------------------------------------------------------------
 
 
-def test_supernet_matches_extracted_model(digits: SearchSpace) -> None:
+def test_extracted_model_in_train_mode_and_its_structure(digits: SearchSpace) -> None:
+    """Eval-mode equality is the family conformance suite's (tests/plugins); here: train mode (batch statistics)
+    and the extracted module's structure."""
     net = digits.family.build_supernet(digits)
     assert isinstance(net, CellSupernet)
     randomize_bn(net, 0)
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    net.train()
     for arch in random_archs(digits, 60, 3):
-        for train in (False, True):
-            net.train(train)
-            model: Any = net.extract(arch)
-            assert model.training == train
-            with torch.no_grad():
-                expected = net.forward_path(arch, x)
-                with net.activate(arch):
-                    torch.testing.assert_close(net(x), expected, rtol=0, atol=0)
-                got = model(x)
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        model: Any = net.extract(arch)
+        assert model.training
+        with torch.no_grad():
+            expected = net.forward_path(arch, x)
+            with net.activate(arch):
+                torch.testing.assert_close(net(x), expected, rtol=0, atol=0)
+            got = model(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         # structure: config is JSON-able and rebuilds the same keys; no module for `none` edges
         config = json.loads(json.dumps(model.nasplat_config))
         rebuilt = type(model)(config)
@@ -336,18 +337,6 @@ def test_supernet_matches_extracted_model(digits: SearchSpace) -> None:
             if ".edges." in key:
                 edge, op = key.split(".edges.")[1].split(".")[:2]
                 assert ops[edge] == op != "none"
-
-
-def test_extracted_weights_are_copies(digits: SearchSpace) -> None:
-    net = digits.family.build_supernet(digits)
-    arch = digits.from_string(BEST)
-    model = net.extract(arch)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, before[k])
 
 
 def test_full_size_nb201_extraction(nb201: SearchSpace) -> None:
@@ -435,55 +424,11 @@ def test_layer_records_count_parameters_exactly(name: str) -> None:
         assert record_params(space, arch) == sum(p.numel() for p in model.parameters()), space.to_string(arch)
 
 
-def shape_recorder(seen: dict[str, Any], name: str) -> Any:
-    def hook(module: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        seen[name] = (tuple(inp[0].shape), tuple(out.shape))
-
-    return hook
-
-
-def test_layer_records_match_modules_and_shapes(digits: SearchSpace) -> None:
-    net = digits.family.build_supernet(digits)
+def test_layer_records_count_adds_and_edge_ops(digits: SearchSpace) -> None:
+    """That records match the modules (names, shapes, weights) is the family conformance suite's (tests/plugins);
+    here: one add per extra input of a node, and one op record per live edge."""
     for arch in [*random_archs(digits, 20, 8), digits.from_string(BEST)]:
-        model = net.extract(arch).eval()
-        modules = dict(model.named_modules())
-        seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-        hooks = [m.register_forward_hook(shape_recorder(seen, n)) for n, m in modules.items() if n]
-        with torch.no_grad():
-            model(torch.randn(1, 1, 8, 8))
-        for h in hooks:
-            h.remove()
         records = digits.family.layers(digits, arch)
-        kinds = {
-            "conv2d": nn.Conv2d,
-            "batchnorm": nn.BatchNorm2d,
-            "linear": nn.Linear,
-            "relu": nn.ReLU,
-            "avgpool": nn.AvgPool2d,
-            "identity": nn.Identity,
-            "global_avgpool": nn.AdaptiveAvgPool2d,
-        }
-        for r in records:
-            if r.op == "add":
-                continue
-            m = modules[r.name]
-            assert isinstance(m, kinds[r.op]), r
-            (_, ci, *hw_in), (_, co, *hw_out) = seen[r.name]
-            assert (ci, co, tuple(hw_in or [1, 1]), tuple(hw_out or [1, 1])) == (
-                r.in_channels,
-                r.out_channels,
-                r.in_hw,
-                r.out_hw,
-            )
-            if isinstance(m, nn.Conv2d):
-                assert (m.kernel_size[0], m.stride[0], m.groups, m.bias is not None) == (
-                    r.kernel,
-                    r.stride,
-                    r.groups,
-                    r.bias,
-                )
-        weighted = {n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))}
-        assert weighted == {r.name for r in records if r.op in ("conv2d", "batchnorm", "linear")}
         live = sum(op != "none" for op in ops_of(arch).values())
         node_inputs = [sum(ops_of(arch)[f"edge_{i}_{j}"] != "none" for j in range(i)) for i in (1, 2, 3)]
         adds = sum(max(n - 1, 0) for n in node_inputs) * 2 + 1  # two cells, one reduction block

@@ -183,7 +183,21 @@ def check_extract_copies(space: SearchSpace, *, seed: int = 0) -> None:
         )
 
 
-_WEIGHTED = ("conv2d", "linear", "batchnorm", "layernorm")
+def _kinds() -> dict[str, tuple[type, ...]]:
+    """Record op -> the torch modules that compute it (conv2d and linear are not listed: a quantized or low-rank
+    layer computes them as well as ``nn.Conv2d`` does; their weights are checked instead)."""
+    from torch import nn
+
+    return {
+        "batchnorm": (nn.modules.batchnorm._BatchNorm,),
+        "layernorm": (nn.LayerNorm, nn.GroupNorm),
+        "relu": (nn.ReLU, nn.ReLU6),
+        "gelu": (nn.GELU,),
+        "avgpool": (nn.AvgPool2d,),
+        "maxpool": (nn.MaxPool2d,),
+        "global_avgpool": (nn.AdaptiveAvgPool2d,),
+        "identity": (nn.Identity,),
+    }
 
 
 def _resolve(modules: dict[str, nn.Module], name: str) -> tuple[str, nn.Module] | None:
@@ -224,6 +238,9 @@ def _check_record(what: str, check: str, arch_text: str, rec: LayerRecord, modul
     import torch
 
     where = f"{arch_text}: layer '{rec.name}' ({rec.op})"
+    kinds = _kinds().get(rec.op)
+    if kinds is not None:
+        expect(isinstance(module, kinds), what, check, f"{where}: names a {type(module).__name__}")
     weight = getattr(module, "weight", None)
     bias = getattr(module, "bias", None)
     if rec.op == "conv2d":
@@ -266,11 +283,11 @@ def _check_record(what: str, check: str, arch_text: str, rec: LayerRecord, modul
 
 def check_layer_records(space: SearchSpace, *, seed: int = 0, n: int = 4) -> None:
     """``layers(a)`` describes ``extract(a)``: records are LayerRecords with unique names, the same on every
-    call; a conv2d/linear/batchnorm/layernorm record that names a module of the extracted network (by qualified
-    name, or the one module whose qualified name ends in ``.<name>``) describes it: weight shape, stride, groups
-    and bias match, and the module ran on the record's input and output shapes at batch 1; and every Conv2d,
-    Linear or normalisation module with trainable parameters is described by a record. Records may also name
-    computations that are no module of their own (adds, functional ops, a frozen block run again with
+    call; a record that names a module of the extracted network (by qualified name, or the one module whose
+    qualified name ends in ``.<name>``) describes it: a module of the op's kind (a ReLU for ``relu``...), weight
+    shape, stride, groups and bias as recorded, run on the record's input and output shapes at batch 1; and every
+    Conv2d, Linear or normalisation module with trainable parameters is described by a record. Records may also
+    name computations that are no module of their own (adds, functional ops, a frozen block run again with
     adapters)."""
     import torch
     from torch import nn
@@ -294,7 +311,7 @@ def check_layer_records(space: SearchSpace, *, seed: int = 0, n: int = 4) -> Non
         modules = dict(model.named_modules())
         resolved: dict[str, tuple[str, nn.Module]] = {}
         for rec in records:
-            hit = _resolve(modules, rec.name) if rec.op in _WEIGHTED else None
+            hit = _resolve(modules, rec.name)
             if hit is not None:
                 resolved[rec.name] = hit
         seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
