@@ -275,3 +275,25 @@ def test_trial_bundle_in_plain_pytorch(trial_bundle: tuple[Path, Any], tmp_path:
     assert proc.stdout.strip() == str(int(want.argmax(1)[0]))
     readme = (bundle / "README.md").read_text()
     assert "mean (0.30543)" in readme and "`classes`: 10 names" in readme
+
+
+def test_readme_bundle_example_runs(
+    trial_bundle: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repository README's bundle example, as written, on a real trial bundle and a PNG of a digit."""
+    import re
+
+    from PIL import Image
+
+    bundle, _ = trial_bundle
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("An exported bundle needs PyTorch alone", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    digit = load_dataset("digits", "test").images[0, 0].numpy()
+    Image.fromarray(digit, mode="L").save(tmp_path / "shoe.png")
+    shutil.copytree(bundle, tmp_path / "my_bundle")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    exec(compile(code, "README.md", "exec"), {})
+    assert out.getvalue().strip() in [str(d) for d in range(10)]
