@@ -193,14 +193,12 @@ def test_conv_only_blocks_need_no_attention_dimensions() -> None:
 # strings and canonical form --------------------------------------------------------------------------------------
 
 
-def test_string_round_trip(tiny: SearchSpace, cpu: SearchSpace) -> None:
-    for space in (tiny, cpu, load_space("hybrid-cifar")):
-        for arch in random_archs(space, 60, 1):
-            text = space.to_string(arch)
-            back = space.from_string(text)
-            assert back == space.family.canonical(space, arch)
-            assert space.to_string(back) == text
-            assert space.from_string(arch.key) == arch  # the generic key form still works
+def test_string_form(tiny: SearchSpace, cpu: SearchSpace) -> None:
+    """Round trips of every hybrid space are the family conformance suite's (tests/plugins); here: what the
+    string of a round trip is (the canonical form), and how the tokens read."""
+    for space in (tiny, cpu):
+        for arch in random_archs(space, 20, 1):
+            assert space.from_string(space.to_string(arch)) == space.family.canonical(space, arch)
     arch = tiny.from_string("c8k5 /a4h2r1.5 a8h1r2")
     assert arch["block_1.type"] == "conv" and arch["block_1.kernel"] == 5
     assert arch["block_2.mlp_ratio"] == 1.5 and arch["downsample.at_1"] == 2
@@ -301,17 +299,17 @@ def test_sliced_layernorm_normalises_the_active_channels() -> None:
 # supernet and extraction -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["eval", "train"])
-def test_supernet_matches_extracted_model(tiny: SearchSpace, mode: str) -> None:
+def test_supernet_matches_extracted_model_in_train_mode(tiny: SearchSpace) -> None:
+    """Eval mode is the family conformance suite's (tests/plugins); here: train mode, every kind of block."""
     net = tiny.family.build_supernet(tiny, seed=0)
     randomize_norms(net, 3)
-    net.train(mode == "train")
+    net.train()
     archs = [*random_archs(tiny, 24, 2), *tiny.family.extremes(tiny), with_kind(tiny, "attn"), with_kind(tiny, "conv")]
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     kinds: set[str] = set()
     for arch in archs:
         model = net.extract(arch)
-        assert model.training == (mode == "train")
+        assert model.training
         with torch.no_grad(), net.activate(arch):
             expected = net(x)
             got = model(x)
@@ -329,7 +327,7 @@ def test_cpu_space_matches_extracted_model(cpu: SearchSpace) -> None:
             torch.testing.assert_close(net.extract(arch)(x), net(x), atol=1e-5, rtol=0)
 
 
-def test_extracted_model_is_plain_and_a_copy(tiny: SearchSpace, tmp_path: Path) -> None:
+def test_extracted_model_is_plain(tiny: SearchSpace, tmp_path: Path) -> None:
     net = tiny.family.build_supernet(tiny, seed=0)
     plain = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.GELU, nn.AdaptiveAvgPool2d, nn.ModuleList)
     containers = (standalone_module.HybridNetwork, standalone_module.Stem, standalone_module.ConvBlock)
@@ -347,14 +345,6 @@ def test_extracted_model_is_plain_and_a_copy(tiny: SearchSpace, tmp_path: Path) 
                 assert block.q.out_features == b["heads"] * 4 and block.fc1.out_features == b["mlp_hidden"]
             else:
                 assert block.conv_a.kernel_size == (b["kernel"], b["kernel"])
-    # copies, not views: training the extracted model leaves the supernet alone
-    arch = with_kind(tiny, "attn")
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    copy_ = net.extract(arch)
-    with torch.no_grad():
-        for p in copy_.parameters():
-            p.add_(1.0)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     # the stand-alone file imports only torch and the standard library
     check_standalone_source(Path(standalone_module.__file__))
 
@@ -411,33 +401,13 @@ def test_layer_records_count_parameters_and_macs_exactly(tiny: SearchSpace, cpu:
             assert costs["macs"] == counter.get_total_flops() / 2, space.to_string(arch)
 
 
-def test_layer_records_match_modules_and_shapes(tiny: SearchSpace) -> None:
+def test_layer_records_are_the_configs_records(tiny: SearchSpace) -> None:
+    """That records match the modules (names, shapes, weights) is the family conformance suite's (tests/plugins);
+    here: the records are those the extracted module's config describes."""
     net = tiny.family.build_supernet(tiny, seed=0).eval()
     for arch in random_archs(tiny, 8, 9):
         model = net.extract(arch).eval()
-        modules = dict(model.named_modules())
-        outputs: dict[str, tuple[int, ...]] = {}
-
-        def keep(name: str, store: dict[str, tuple[int, ...]] = outputs) -> Any:
-            return lambda _m, _i, out: store.__setitem__(name, tuple(out.shape))
-
-        hooks = [
-            m.register_forward_hook(keep(n)) for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
-        ]
-        with torch.no_grad():
-            model(torch.zeros(1, 1, 8, 8))
-        for h in hooks:
-            h.remove()
-        records = tiny.family.layers(tiny, arch)
-        names = {r.name for r in records}
-        assert len(names) == len(records)
-        for name, m in modules.items():
-            if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm)):
-                assert name in names, name
-        for r in records:
-            if r.op in ("conv2d", "batchnorm"):
-                assert outputs[r.name] == (1, r.out_channels, *r.out_hw), r.name
-        assert records == config_records(model.nasplat_config)  # type: ignore[arg-type]
+        assert tiny.family.layers(tiny, arch) == config_records(model.nasplat_config)  # type: ignore[arg-type]
 
 
 # sandwich rule, training, export, search -------------------------------------------------------------------------
