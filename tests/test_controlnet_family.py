@@ -139,11 +139,9 @@ def test_bad_declarations_name_the_key(edit: Any, fragments: list[str]) -> None:
         assert fragment in message, message
 
 
-def test_string_form_round_trips() -> None:
+def test_string_form() -> None:
+    """Round trips are the family conformance suite's (tests/plugins); here: the form and its refusals."""
     sp = load_space(TINY)
-    for arch in archs(sp, 10):
-        assert sp.from_string(sp.to_string(arch)) == arch
-        assert sp.from_string(arch.key) == arch
     assert sp.to_string(sp.from_string("full|light|lora_4")) == "full|light|lora_4"
     with pytest.raises(NasplatError, match="expected 3 choices"):
         sp.from_string("full|light")
@@ -300,7 +298,9 @@ def test_lora_costs_macs_but_few_parameters(space: SearchSpace) -> None:
 # extraction, evaluation, export
 
 
-def test_extract_matches_the_supernet(space: SearchSpace, trained: ControlSupernet, batch: Any) -> None:
+def test_extracted_config_and_trained_control(space: SearchSpace, trained: ControlSupernet, batch: Any) -> None:
+    """Extracted module == supernet is the family conformance suite's (tests/plugins); here: the module's config
+    names the blocks, and after training a network with any block on computes something else than the base."""
     task = space.family.task(space)
     x_t, t, cond = task.model_inputs(batch)
     with torch.no_grad():
@@ -310,7 +310,6 @@ def test_extract_matches_the_supernet(space: SearchSpace, trained: ControlSupern
                 expected = trained(x_t, t, cond)
             model = trained.extract(arch).eval()
             assert model.nasplat_config["blocks"] == {k[len("control.") :]: v for k, v in arch.as_dict().items()}
-            torch.testing.assert_close(model(x_t, t, cond), expected, atol=1e-6, rtol=0)
             if space.to_string(arch) != "off|off|off":  # trained control changes the output
                 assert float((expected - base).abs().max()) > 0, space.to_string(arch)
 

@@ -48,16 +48,10 @@ def uniform(space, fmt: str, a_fmt: str | None = None, base=None):  # type: igno
 # declarations
 
 
-def test_spaces_load_and_string_round_trip() -> None:
+def test_spaces_load_and_string_form() -> None:
+    """String round trips are the family conformance suite's (tests/plugins); here: what the strings look like."""
     for path in (RESNET, JOINT):
-        space = load_space(path)
-        assert space.spec.family == "quant"
-        rng = np.random.default_rng(0)
-        for _ in range(10):
-            arch = space.sample(rng)
-            text = space.to_string(arch)
-            assert space.from_string(text) == arch
-            assert space.from_string(arch.key) == arch
+        assert load_space(path).spec.family == "quant"
     joint = load_space(JOINT)
     arch = joint.sample(np.random.default_rng(1))
     assert " :: " in joint.to_string(arch) and joint.to_string(arch).startswith("|")
@@ -261,35 +255,6 @@ def test_per_precision_batchnorm_statistics() -> None:
         net(x)
     model = net.extract(uniform(space, "int4"))
     assert torch.equal(model.base.get_submodule("stem.bn").running_mean, bn.running_mean_int4)
-
-
-def _check_extract(space_path: Path, seed: int) -> None:
-    space = load_space(space_path)
-    net = space.family.build_supernet(space, seed=0)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(16, 1, 8, 8, generator=gen)
-    net.train()
-    rng = np.random.default_rng(seed)
-    for _ in range(3):  # calibrate activation ranges and BN statistics under a few policies
-        with net.activate(space.sample(rng)):
-            net(x).sum().backward()
-    net.eval()
-    for _ in range(6):
-        arch = space.sample(rng)
-        with torch.no_grad(), net.activate(arch):
-            ref = net(x)
-        model = net.extract(arch).eval()
-        with torch.no_grad():
-            out = model(x)
-        assert float((ref - out).abs().max()) <= 1e-5, space.to_string(arch)
-
-
-def test_extract_matches_supernet_resnet() -> None:
-    _check_extract(RESNET, 0)
-
-
-def test_extract_matches_supernet_joint_cell() -> None:
-    _check_extract(JOINT, 1)
 
 
 def test_layers_carry_formats_and_costs_drop_with_precision() -> None:
