@@ -124,15 +124,14 @@ def test_attentive_trains_paths_on_the_cost_loss_front(
         make_strategy("attentive", space, {"candidatez": 3})
 
 
-@pytest.mark.parametrize(
-    ("name", "optimizer"), [("sandwich", "sgd"), ("fair", "sgd"), ("attentive", "sgd"), ("uniform", "adamw")]
-)
-def test_every_strategy_trains_and_resumes_exactly(
-    name: str, optimizer: str, space: SearchSpace, digits: tuple[ArrayDataset, ArrayDataset], tmp_path: Path
+def test_adamw_training_resumes_exactly(
+    space: SearchSpace, digits: tuple[ArrayDataset, ArrayDataset], tmp_path: Path
 ) -> None:
+    """Every registered strategy trains and resumes exactly in the strategy conformance suite (tests/plugins, with
+    SGD); here: the AdamW optimizer's state resumes exactly too."""
     train = digits[0]
     task = space.family.task(space)
-    s = settings(strategy=name, optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.003)
+    s = settings(strategy="uniform", optimizer="adamw", lr=0.003)
     full = train_supernet(space.family.build_supernet(space, seed=0), task, train, s, tmp_path / "a", progress=False)
     assert full.history[-1]["paths_per_step"] >= 1
 
