@@ -59,12 +59,14 @@ def _estimates(model: CostModel, space: SearchSpace, archs: Sequence[Architectur
             try:
                 out[(arch.key, device)] = model.estimate(space, arch, device)
             except NasplatError as exc:
-                fail(what, check, f"{text}: estimate() refused a device the model lists: {exc}")
+                fail(what, check, f"{text}: estimate() refused it (its formats are supported): {exc}")
     return out
 
 
-def check_metrics_declared(make: CostModelFactory, space: SearchSpace, *, archs: Sequence[Architecture] | None = None,
-                           devices: Sequence[str | None] | None = None, deterministic: bool = True) -> None:  # fmt: skip
+def check_metrics_declared(
+    make: CostModelFactory, space: SearchSpace, *, archs: Sequence[Architecture] | None = None,
+    devices: Sequence[str | None] | None = None, deterministic: bool = True,
+) -> None:  # fmt: skip
     """The class has a ``name`` and a non-empty tuple of distinct metric names (``metrics``)."""
     model = make()
     what, check = _what(model, space), "metrics declared"

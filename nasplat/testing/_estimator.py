@@ -97,7 +97,7 @@ def check_provenance(make: EstimatorFactory, space: SearchSpace, *, archs: Seque
                f"provenance['{key}'] = {value!r} is not a string or a number")  # fmt: skip
     json.dumps(prov)
     expect(prov.get("estimator") == est.name, what, check,
-           f"provenance()['estimator'] is {prov.get('estimator')!r}, not the estimator's name {est.name!r}")  # fmt: skip
+           f"provenance()['estimator'] is {prov.get('estimator')!r}, not the estimator's {est.name!r}")  # fmt: skip
 
 
 #: Every estimator check, in the order :func:`check_estimator` runs them.

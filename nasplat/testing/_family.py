@@ -126,7 +126,7 @@ def check_supernet_seeded(space: SearchSpace, *, seed: int = 0) -> None:
     state = torch.random.get_rng_state()
     a = space.family.build_supernet(space, seed=seed)
     expect(torch.equal(torch.random.get_rng_state(), state), what, check,
-           "build_supernet changed torch's global RNG state (wrap construction in nasplat.supernet.seeded)")  # fmt: skip
+           "build_supernet changed torch's global RNG (build inside nasplat.supernet.seeded)")  # fmt: skip
     b = space.family.build_supernet(space, seed=seed)
     sa, sb = a.state_dict(), b.state_dict()
     expect(list(sa) == list(sb), what, check, "two builds have different state_dict keys")
@@ -159,8 +159,8 @@ def check_supernet_matches_extracted(
             got = module(*inputs)
             diff = max_abs_diff(expected, got)
             bound = atol + rtol * scale_of(expected)
-            expect(diff <= bound, what, check,
-                   f"{space.to_string(arch)}: extracted module differs by {diff:.3g} (allowed {bound:.3g})")  # fmt: skip
+            text = space.to_string(arch)
+            expect(diff <= bound, what, check, f"{text}: extracted module differs by {diff:.3g} (allowed {bound:.3g})")
         expect(not net.training, what, check, "the supernet left eval mode")
 
 

@@ -106,7 +106,7 @@ def check_bad_input(make: PredictorFactory, space: SearchSpace, *, seed: int = 0
            "fit() with a NaN target is not a NasplatError")  # fmt: skip
     extra = np.ones((len(train) - 1, 1))
     expect(_refuses(lambda: make().fit(space, train, y, seed=seed, extra=extra)), what, check,
-           f"fit() with extra features of {len(train) - 1} rows for {len(train)} architectures is not a NasplatError")  # fmt: skip
+           f"fit() with {len(train) - 1} rows of extra features for {len(train)} archs: no NasplatError")  # fmt: skip
 
 
 def check_save_load(make: PredictorFactory, space: SearchSpace, *, seed: int = 0) -> None:

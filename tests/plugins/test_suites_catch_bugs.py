@@ -405,8 +405,11 @@ def test_broken_encoders_are_caught(space: SearchSpace, encoder: type[Encoder], 
 def test_samplers_seeded_or_not(space: SearchSpace) -> None:
     testing.check_sampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), space, n_trials=6)
     counter = iter(range(1000))
-    caught(testing.SAMPLER_CHECKS["seeded"], lambda seed: optuna.samplers.RandomSampler(seed=next(counter)), space, n_trials=6,
-           match="proposed other architectures")  # fmt: skip
+
+    def unseeded(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=next(counter))
+
+    caught(testing.SAMPLER_CHECKS["seeded"], unseeded, space, n_trials=6, match="proposed other architectures")
 
 
 class RoundRobin(SamplingStrategy):
