@@ -96,7 +96,7 @@ def write_archs(tmp_path: Path) -> Path:
 
 
 def nasplat(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "nasplat.cli", *args], capture_output=True, text=True, env=env, timeout=300
     )
