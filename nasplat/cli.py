@@ -458,6 +458,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: finished trials and checkpoints are kept; run the same command again to continue")
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl+C into a silent exit 130
+        if exc.code == 130:
+            err.print("interrupted: finished trials and checkpoints are kept; run the same command again to continue")
+        raise
 
 
 if __name__ == "__main__":

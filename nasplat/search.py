@@ -265,29 +265,34 @@ def run_search(
             time.sleep(min(run.heartbeat_s, 2))
             continue
         asked: list[tuple[optuna.Trial, Architecture]] = []
-        with quiet_optuna():
-            for _i in range(n):
-                trial = study.ask()
-                # beat at once: a trial that never beat is never found stale (Optuna's rule), so a worker
-                # killed right here would otherwise hold that trial's budget for ever
-                storage.record_heartbeat(trial._trial_id)
-                mark_driver(storage, trial)
-                arch = suggest_architecture(trial, space)
-                if not space.satisfies(arch.as_dict()):  # outside the space's constraints: never evaluated
-                    trial.set_user_attr("rejected", "breaks the space's constraints")
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    rejected += 1
-                    if rejected > 100 * max(want, 1):
-                        raise NasplatError(
-                            f"the sampler proposed {rejected} architectures outside space '{space.name}''s "
-                            "constraints; loosen the constraints or use a sampler that respects them (evolution)"
-                        )
-                    continue
-                asked.append((trial, arch))
-        asked = _within_budget(study, asked, want)
+        pending: list[optuna.Trial] = []  # asked and not told yet: what an interrupt must not leave running
         told: set[int] = set()
-        beat = Heartbeat(storage, [t for t, _ in asked], run.heartbeat_s)
+        beat: Heartbeat | None = None
         try:
+            with quiet_optuna():
+                for _i in range(n):
+                    trial = study.ask()
+                    pending.append(trial)
+                    # beat at once: a trial that never beat is never found stale (Optuna's rule), so a worker
+                    # killed right here would otherwise hold that trial's budget for ever
+                    storage.record_heartbeat(trial._trial_id)
+                    mark_driver(storage, trial)
+                    arch = suggest_architecture(trial, space)
+                    if not space.satisfies(arch.as_dict()):  # outside the space's constraints: never evaluated
+                        trial.set_user_attr("rejected", "breaks the space's constraints")
+                        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                        pending.remove(trial)
+                        rejected += 1
+                        if rejected > 100 * max(want, 1):
+                            raise NasplatError(
+                                f"the sampler proposed {rejected} architectures outside space '{space.name}''s "
+                                "constraints; loosen the constraints or use a sampler that respects them (evolution)"
+                            )
+                        continue
+                    asked.append((trial, arch))
+            asked = _within_budget(study, asked, want)
+            pending = [t for t, _ in asked]
+            beat = Heartbeat(storage, pending, run.heartbeat_s)
             # each architecture is measured once (by key, not by the family's canonical form: a table or an
             # estimator may tell equivalent networks apart, as NAS-Bench-201's separately trained cells do)
             fresh = [a for _, a in asked if a.key not in cache]
@@ -310,20 +315,24 @@ def run_search(
                 told.add(trial.number)
         except BaseException as exc:  # a failed or interrupted batch leaves no trial running
             interrupted = isinstance(exc, KeyboardInterrupt)
-            for trial, _a in asked:
-                if trial.number not in told:
+            unfinished = [t for t in pending if t.number not in told]
+            for trial in unfinished:
+                try:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    if interrupted:  # Ctrl+C: the architecture is queued again for the next run
-                        requeue(study, trial.number)
+                except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                    continue  # it was told just before the interrupt (Optuna: "Cannot tell a COMPLETE trial")
+                if interrupted and trial.params:  # Ctrl+C: the architecture is queued again for the next run
+                    requeue(study, trial.number)
             if interrupted:
                 kept, _ = _progress(study, cache)
                 log(
                     f"interrupted: {kept} of {want} trials are kept in study '{run.study}'; "
-                    f"{len(asked) - len(told)} unfinished architecture(s) queued again. Run the same command to continue."
+                    f"{len(unfinished)} unfinished architecture(s) queued again. Run the same command to continue."
                 )
             raise
         finally:
-            beat.stop()
+            if beat is not None:
+                beat.stop()
         evaluated_now += len(unique)
         now_done = _progress(study, cache)[0]
         elapsed = time.perf_counter() - started

@@ -1,0 +1,121 @@
+"""What a user sees during a search: progress lines off a terminal, ETA, a near-chance warning, Ctrl+C, and a
+front with one row per network."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from nasplat.search import _clock, _near_chance
+from nasplat.space import load_space
+from nasplat.training import LineProgress
+
+SPACE = Path(__file__).parent / "spaces" / "cell-digits.yaml"
+
+
+def test_line_progress_prints_heartbeats_and_the_end() -> None:
+    lines: list[str] = []
+    quiet = LineProgress(interval_s=3600.0, write=lines.append)
+    task = quiet.add_task("epoch 1/2", total=10, loss=0.0)
+    for n in range(1, 10):
+        quiet.update(task, completed=n, loss=1.0 / n)
+    assert lines == []  # within the interval: nothing
+    quiet.update(task, completed=10, loss=0.1)
+    assert len(lines) == 1 and lines[0].startswith("epoch 1/2: 10/10 steps") and "loss 0.1" in lines[0]
+    chatty = LineProgress(interval_s=0.0, write=lines.append)
+    task = chatty.add_task("epoch 2/2", total=3)
+    for n in range(1, 4):
+        chatty.update(task, completed=n)
+    assert [line.split(":")[1].split()[0] for line in lines[1:]] == ["1/3", "2/3", "3/3"]
+
+
+def test_clock() -> None:
+    assert (_clock(9.4), _clock(252), _clock(3907)) == ("9 s", "4:12", "1:05:07")
+
+
+def test_near_chance_warning() -> None:
+    space = load_space(SPACE)  # 10 classes: chance is 10 %
+    warning = _near_chance(space, [{"accuracy": 9.0}, {"accuracy": 12.5}])
+    assert warning is not None and "12.5 %" in warning and "10.0 %" in warning
+    assert _near_chance(space, [{"accuracy": 9.0}, {"accuracy": 41.0}]) is None
+    assert _near_chance(space, [{"loss": 1.0}]) is None
+
+
+def test_front_merges_equivalent_networks(tmp_path: Path) -> None:
+    from nasplat import study_record
+    from nasplat.study import pareto_frame
+
+    space = load_space(SPACE)
+    classes: dict[str, list[str]] = {}
+    for a in space.enumerate():
+        classes.setdefault(space.family.canonical(space, a).key, []).append(a.key)
+    same = next(keys for keys in classes.values() if len(keys) >= 3)[:3]
+    other = next(keys for keys in classes.values() if keys[0] not in same)[0]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for key, value in study_record.space_attrs(space).items():
+        study.set_user_attr(key, value)
+    for key, values in ((same[0], (0.9, 2.0)), (same[1], (0.9, 2.0)), (same[2], (0.9, 2.0)), (other, (0.5, 1.0))):
+        trial = study.ask()
+        trial.set_user_attr("arch_key", key)
+        study.tell(trial, list(values))
+    front, _ = pareto_frame(study)
+    assert len(front) == 2  # the three equivalent cells are one network: one row
+    row = front[front["arch_key"].isin(same)].iloc[0]
+    assert row["equivalents"] == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_what_was_kept_and_queues_the_batch_again(tmp_path: Path) -> None:
+    from nasplat.study import load_study, make_storage
+
+    run = {
+        "space": str(SPACE),
+        "dataset": {"name": "digits", "n_train": 400, "n_val": 300, "batch_size": 64},
+        "supernet": {"train": {"epochs": 1, "max_steps_per_epoch": 2}},
+        # many calibration batches: each evaluation takes long enough to be interrupted mid-batch
+        "estimator": {"name": "supernet", "options": {"calib_batches": 40, "eval_batch_size": 10}},
+        "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+        "sampler": {"name": "random"},
+        "trials": 12,
+        "batch_size": 4,
+        "run_dir": str(tmp_path / "run"),
+        "study": "ctrl-c",
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run))
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    cmd = [sys.executable, "-m", "nasplat.cli", "search", str(path)]
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            trials = load_study(make_storage(url), "ctrl-c").get_trials(deepcopy=False)
+        except Exception:  # the study does not exist yet
+            trials = []
+        if any(t.state.name == "COMPLETE" for t in trials) and any(t.state.name == "RUNNING" for t in trials):
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)  # polling the study: the interrupt lands when it shows a running batch
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, output
+    assert "interrupted:" in output and "queued again" in output and "Traceback" not in output, output[-3000:]
+    study = load_study(make_storage(url), "ctrl-c")
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    waiting = {t.system_attrs.get("failed_trial") for t in study.get_trials() if t.state.name == "WAITING"}
+    assert failed and {t.number for t in failed} <= waiting  # every interrupted architecture is queued again
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "ETA" in again.stdout
+    final = load_study(make_storage(url), "ctrl-c").get_trials()
+    assert sum(t.state.name == "COMPLETE" for t in final) == 12
+    retried = {t.system_attrs.get("failed_trial") for t in final if t.state.name == "COMPLETE"}
+    assert {t.number for t in failed} <= retried
