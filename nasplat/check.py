@@ -103,7 +103,9 @@ def check_file(path: str | Path, *, training: bool = False) -> FileReport:
         summary = "" if space is None else _space_summary(file, space)
         return FileReport(file, kind, problems, summary)
     if kind == "run":
-        problems, run = check_run_data(data, file, training=training)
+        from nasplat.runfile import resolve_run_paths
+
+        problems, run = check_run_data(resolve_run_paths(dict(data), p), file, training=training)
         return FileReport(file, kind, problems, "" if run is None or problems else _run_summary(file, run))
     expected = (
         "expected a run file (with 'space', 'dataset', 'objectives'...) or a search space (with 'family', "
@@ -123,6 +125,7 @@ def file_kind(data: Mapping[str, Any]) -> FileKind | None:
 
 def check_run_file(path: str | Path, *, training: bool = False) -> tuple[list[Problem], RunSpec | None]:
     """A run file's problems, and the run when it has none (what ``search`` and ``train-supernet`` start with)."""
+    from nasplat.runfile import resolve_run_paths
     from nasplat.space import read_yaml_mapping
 
     p = Path(path)
@@ -130,7 +133,7 @@ def check_run_file(path: str | Path, *, training: bool = False) -> tuple[list[Pr
         data = read_yaml_mapping(p)
     except SpecError as exc:
         return [Problem(exc.file, exc.key, exc.expected)], None
-    problems, run = check_run_data(data, str(p), training=training)
+    problems, run = check_run_data(resolve_run_paths(data, p), str(p), training=training)
     return problems, None if problems else run
 
 

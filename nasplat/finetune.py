@@ -253,7 +253,10 @@ def prepare_finalists(
     run_spec, data = _study_data(study)
     seed = int(run_spec.get("seed", 0))
     supernet = space.family.build_supernet(space, seed=seed)
-    ckpt = study.user_attrs.get("checkpoint")
+    from nasplat.study import storage_folder
+    from nasplat.study_record import CHECKPOINT, local_path
+
+    ckpt = local_path(study.user_attrs, study.user_attrs.get(CHECKPOINT), storage_folder(study))
     if not settings.from_scratch:
         if not ckpt:
             raise NasplatError(
@@ -345,7 +348,11 @@ def run_finetune(
     name = name or ("scratch" if settings.from_scratch else "finetune")
     if not name.replace("-", "").replace("_", "").isalnum():
         raise NasplatError(f"run name '{name}' must be letters, digits, '-' and '_'")
-    base = out_dir or Path(study.user_attrs.get("run_dir") or ".") / "finetune"
+    from nasplat.study import storage_folder
+    from nasplat.study_record import RUN_DIR, local_path
+
+    recorded = local_path(study.user_attrs, study.user_attrs.get(RUN_DIR), storage_folder(study))
+    base = out_dir or Path(recorded or ".") / "finetune"  # a copied study fine-tunes inside its own folder
     run_dir = (base / name).resolve()
     exp_dir = run_dir / "tune"
     request = _request(study, numbers, settings)

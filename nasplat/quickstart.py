@@ -40,7 +40,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Train, search, print the front, export the knee trial; returns where everything is."""
     from nasplat.results import export_trial, front_table, pick_trial
-    from nasplat.runfile import parse_run
+    from nasplat.runfile import load_run
     from nasplat.search import run_search
     from nasplat.study import load_study, make_storage, pareto_frame
 
@@ -48,8 +48,9 @@ def run_quickstart(
     out_dir.mkdir(parents=True, exist_ok=True)
     run_file = out_dir / "run.yaml"
     data = default_run(out_dir, **overrides)
+    data["run_dir"] = "."  # relative to the run file: the folder can be moved or copied whole
     run_file.write_text(yaml.safe_dump(data, sort_keys=False))
-    run = parse_run(data, str(run_file))
+    run = load_run(run_file)
     log(f"quickstart: run file {run_file}")
     result = run_search(run, run_file=run_file, log=log)
 

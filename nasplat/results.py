@@ -80,7 +80,10 @@ def export_trial(
         raise NasplatError(f"trial {trial.number} has not been fine-tuned (run 'nasplat finetune' first)")
     if tuned and finetuned is not False:
         return _export_finetuned(study, space, trial, Path(str(tuned)), out_dir, overwrite)
-    ckpt = attrs.get("checkpoint")
+    from nasplat.study import storage_folder
+    from nasplat.study_record import CHECKPOINT, local_path
+
+    ckpt = local_path(attrs, attrs.get(CHECKPOINT), storage_folder(study))
     if not ckpt:
         raise NasplatError(
             f"study '{study.study_name}' used no supernet checkpoint, so it has no trained weights to export"
@@ -98,7 +101,7 @@ def export_trial(
     example = task.model_inputs(next(val.batches(2, seed=0, shuffle=False)))
     metrics = {k[len(METRIC_PREFIX) :]: v for k, v in trial.user_attrs.items() if k.startswith(METRIC_PREFIX)}
     provenance = dict(trial.user_attrs.get("provenance") or {})
-    provenance.update({"study": study.study_name, "trial": trial.number, "checkpoint": ckpt})
+    provenance.update({"study": study.study_name, "trial": trial.number, "checkpoint": str(ckpt)})
     return export_bundle(
         supernet,
         arch,

@@ -81,7 +81,7 @@ class SamplerSection(_Strict):
 
 
 class RunSpec(_Strict):
-    """A search run. Relative paths are taken relative to the current directory."""
+    """A search run. In a run file, relative paths are taken relative to the file (:func:`resolve_run_paths`)."""
 
     space: str = Field(description="a registered space name or a YAML path")
     dataset: DataSpec
@@ -143,9 +143,52 @@ def parse_run(data: dict[str, Any], file: str | None = None) -> RunSpec:
         raise spec_error_from_validation(file, exc) from None
 
 
+def _resolve(value: Any, base: Path, *, must_exist: bool) -> Any:
+    """``value`` taken relative to ``base`` when it is a relative path; for inputs (``must_exist``), a path that
+    exists only relative to the current folder keeps working as it did before run files were file-relative."""
+    if not isinstance(value, str) or not value or value.startswith("~"):
+        return value
+    p = Path(value)
+    if p.is_absolute():
+        return value
+    candidate = base / p
+    if must_exist and not candidate.exists() and p.exists():
+        return value
+    return str(candidate)
+
+
+def resolve_run_paths(data: dict[str, Any], run_file: str | Path) -> dict[str, Any]:
+    """The run file's mapping with its relative paths taken relative to the file's folder, so a run folder can be
+    moved or copied (with its run file) and still works, and writes only inside itself: ``space`` (when a YAML
+    path), ``run_dir``, a SQLite ``storage``, ``supernet.checkpoint``, ``dataset.root`` and the estimator's
+    ``table`` and ``checkpoint`` options."""
+    base = Path(run_file).resolve().parent
+    out = dict(data)
+    space = out.get("space")
+    if isinstance(space, str) and space.endswith((".yaml", ".yml")):
+        out["space"] = _resolve(space, base, must_exist=True)
+    out["run_dir"] = _resolve(out.get("run_dir", RunSpec.model_fields["run_dir"].default), base, must_exist=False)
+    storage = out.get("storage")
+    if isinstance(storage, str) and storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        out["storage"] = "sqlite:///" + _resolve(storage.removeprefix("sqlite:///"), base, must_exist=False)
+    for section, key in (("supernet", "checkpoint"), ("dataset", "root")):
+        part = out.get(section)
+        if isinstance(part, dict) and key in part:
+            out[section] = {**part, key: _resolve(part[key], base, must_exist=True)}
+    est = out.get("estimator")
+    if isinstance(est, dict) and isinstance(est.get("options"), dict):
+        options = dict(est["options"])
+        for key in ("table", "checkpoint"):
+            if key in options:
+                options[key] = _resolve(options[key], base, must_exist=True)
+        out["estimator"] = {**est, "options": options}
+    return out
+
+
 def load_run(path: str | Path) -> RunSpec:
+    """A run file, validated, its relative paths taken relative to the file."""
     p = Path(path)
-    return parse_run(read_yaml_mapping(p), str(p))
+    return parse_run(resolve_run_paths(read_yaml_mapping(p), p), str(p))
 
 
 register_schema(RunSpec)

@@ -227,6 +227,7 @@ def run_search(
         storage, run.study, space=space, objectives=objectives, sampler=sampler,
         attrs={
             "run_dir": str(run_dir.resolve()),
+            "storage_dir": _sqlite_folder(run.storage_url),
             "run_file": str(run_file.resolve()) if run_file else None,
             "run_spec": run.model_dump(mode="json"),
             "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
@@ -382,6 +383,13 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _sqlite_folder(url: str) -> str | None:
+    """The folder of a SQLite storage's file (what a copied study's paths are relocated against)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return str(Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent)
 
 
 def _clock(seconds: float) -> str:

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from nasplat.errors import NasplatError
-from nasplat.study_record import FINETUNE_PREFIX, METRIC_PREFIX, STUDY_FORMAT, SUPERNET_EPOCH_PREFIX
+from nasplat.study_record import (
+    ARCH_KEY,
+    ARCH_STRING,
+    FINETUNE_PREFIX,
+    METRIC_PREFIX,
+    PREDICTED_PREFIX,
+    STUDY_FORMAT,
+    SUPERNET_EPOCH_PREFIX,
+    trial_metrics,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -235,9 +244,14 @@ def record_result(trial: optuna.Trial, space: SearchSpace, arch: Architecture, m
 
 
 def objective_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names: nasplat's ``objectives`` attribute, else Optuna's ``metric_names``, else
+    ``objective_0``, ``objective_1``... (as :mod:`nasplat.study_frames` names them)."""
     objs = study.user_attrs.get("objectives")
     if isinstance(objs, list) and len(objs) == len(study.directions):
         return [str(o["metric"]) for o in objs]
+    named = study.metric_names
+    if named is not None and len(named) == len(study.directions) and len(set(named)) == len(named):
+        return [str(n) for n in named]
     return [f"objective_{i}" for i in range(len(study.directions))]
 
 
@@ -256,26 +270,52 @@ def load_study(storage: Any, study_name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
+#: columns of :func:`nasplat.study_frames.trials_frame` that the core frame leaves out (the dashboard's)
+_VIEW_COLUMNS = ("elapsed_s", "datetime_start", "datetime_complete")
+
+
+def storage_url(study: optuna.Study) -> str | None:
+    """The SQLAlchemy URL of the study's storage (None for a storage that is not SQL, e.g. in memory)."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    url = getattr(backend, "url", None)
+    return url if isinstance(url, str) and getattr(backend, "engine", None) is not None else None
+
+
 def trials_frame(study: optuna.Study, *, states: Sequence[str] = ("COMPLETE",)) -> pd.DataFrame:
-    """One row per trial: number, state, objective values by metric name, choices, metrics, identity."""
+    """One row per trial: number, state, objective values by metric name, choices, metrics, identity.
+
+    Columns: ``trial``, ``state``, ``feasible``, each objective, every other ``metric:<name>`` and
+    ``finetune:<name>``, ``arch``, ``arch_key``, ``param:<label>``, ``seconds``. A study in an SQL storage
+    (every storage nasplat opens) is read by :func:`nasplat.study_frames.trials_frame`, the one reader the
+    dashboard uses too; a study held in memory (a notebook's ``optuna.create_study()``) through Optuna's API.
+    """
+    url = storage_url(study)
+    if url is not None:
+        from nasplat import study_frames
+
+        frame = study_frames.trials_frame(url, study.study_name, states=states, fresh=True)
+        keep = [c for c in frame.columns if c not in _VIEW_COLUMNS and not str(c).startswith(PREDICTED_PREFIX)]
+        return frame[keep]
+    return _trials_frame_in_memory(study, states)
+
+
+def _trials_frame_in_memory(study: optuna.Study, states: Sequence[str]) -> pd.DataFrame:
     import optuna
 
     wanted = {optuna.trial.TrialState[s] for s in states}
     names = objective_names(study)
     rows: list[dict[str, Any]] = []
-    for t in study.get_trials(deepcopy=False, states=tuple(wanted)):
+    for t in sorted(study.get_trials(deepcopy=False, states=tuple(wanted)), key=lambda t: t.number):
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
         row["feasible"] = all(v <= 0.0 for v in t.constraints.values())
         values = t.values or [float("nan")] * len(names)
         row.update(dict(zip(names, values, strict=True)))
-        for k, v in t.user_attrs.items():
-            if k.startswith(METRIC_PREFIX) and k[len(METRIC_PREFIX) :] not in row:
-                row[k[len(METRIC_PREFIX) :]] = v
-        for k, v in t.user_attrs.items():  # stand-alone (fine-tuned) numbers, next to the inherited ones
-            if k.startswith(FINETUNE_PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool):
-                row[k] = float(v)
-        row["arch"] = t.user_attrs.get("arch_string")
-        row["arch_key"] = t.user_attrs.get("arch_key")
+        metrics = {**trial_metrics(t.user_attrs), **{FINETUNE_PREFIX + k: v for k, v in
+                                                     trial_metrics(t.user_attrs, FINETUNE_PREFIX).items()}}  # fmt: skip
+        row.update({k: v for k, v in sorted(metrics.items()) if k not in row})
+        row["arch"] = t.user_attrs.get(ARCH_STRING)
+        row["arch_key"] = t.user_attrs.get(ARCH_KEY)
         for k, v in t.params.items():
             row[f"param:{k}"] = v
         row["seconds"] = (
@@ -297,10 +337,11 @@ def pareto_frame(
     has a stand-alone value (``finetune:<metric>``) replaced by it; the search's value is kept in the column
     ``inherited:<metric>``.
 
-    The hypervolume needs a reference point; without one, the study's ``reference_point`` attribute is used
-    if set, else none is computed.
+    The front is :func:`nasplat.study_frames.front_flags`' (the dashboard's too). The hypervolume needs a
+    reference point (in the objectives' units); without one, none is computed.
     """
-    from nasplat.pareto import hypervolume, non_dominated_mask
+    from nasplat.pareto import hypervolume
+    from nasplat.study_frames import front_flags
 
     if by not in METRIC_SOURCES:
         raise NasplatError(f"unknown metric source '{by}'; allowed: {', '.join(METRIC_SOURCES)}")
@@ -311,16 +352,12 @@ def pareto_frame(
         frame = finetuned_frame(study, frame, names)
     if frame.empty:
         return frame, None
-    frame = frame[frame["feasible"]].reset_index(drop=True)  # infeasible trials are never on the front
-    if "arch_key" in frame and frame["arch_key"].notna().all():
-        frame = frame.drop_duplicates("arch_key").reset_index(drop=True)  # one row per architecture
-    mask = non_dominated_mask(frame[names].to_numpy(dtype=float), directions)
-    front = frame[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
+    front = frame[front_flags(frame, names, directions)]
+    front = front.sort_values(names[0], ascending=directions[0] == "minimize", kind="stable").reset_index(drop=True)
     front = _merge_equivalents(study, front)
-    ref = reference if reference is not None else study.user_attrs.get("reference_point")
     hv = None
-    if ref is not None:
-        hv = hypervolume(front[names].to_numpy(dtype=float), list(ref), directions)
+    if reference is not None:
+        hv = hypervolume(front[names].to_numpy(dtype=float), list(reference), directions)
     return front, hv
 
 
@@ -544,6 +581,17 @@ def requeue(study: optuna.Study, number: int) -> None:
 def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
     """Former name of :func:`recover_stale_trials`."""
     return recover_stale_trials(study, grace_s)
+
+
+def storage_folder(study: optuna.Study) -> Any:
+    """The folder of the study's SQLite file (None for other storages)."""
+    from pathlib import Path
+
+    engine = _engine(study)
+    database = getattr(getattr(engine, "url", None), "database", None)
+    if engine is None or not str(engine.url).startswith("sqlite") or not database:
+        return None
+    return Path(database).resolve().parent
 
 
 def _engine(study: optuna.Study) -> Any:

@@ -42,6 +42,7 @@ SPACE_BASES = "space_bases"
 FAMILY = "family"
 OBJECTIVES = "objectives"
 RUN_DIR = "run_dir"
+STORAGE_DIR = "storage_dir"  # the SQLite file's folder when the study was written (to relocate copied studies)
 RUN_FILE = "run_file"
 RUN_SPEC = "run_spec"
 CHECKPOINT = "checkpoint"
@@ -90,6 +91,21 @@ def study_space(attrs: Mapping[str, Any], where: str) -> SearchSpace:
     from nasplat.space import space_from_record
 
     return space_from_record(space_record(attrs), where)
+
+
+def local_path(attrs: Mapping[str, Any], value: Any, here: Any) -> Any:
+    """A path the study recorded, as it is for the study where it is now: a study whose SQLite file has been
+    moved or copied (``here``: the file's folder now) finds the paths that were inside its old folder inside
+    the new one, and so reads and writes only there. None stays None; paths outside the folder stay as they are."""
+    from pathlib import Path
+
+    if value is None:
+        return None
+    p = Path(str(value))
+    origin = attrs.get(STORAGE_DIR)
+    if here is not None and isinstance(origin, str) and p.is_absolute() and p.is_relative_to(origin):
+        return Path(here) / p.relative_to(origin)
+    return p
 
 
 def trial_metrics(attrs: Mapping[str, Any], prefix: str = METRIC_PREFIX) -> dict[str, float]:
