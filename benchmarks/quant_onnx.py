@@ -11,8 +11,11 @@
    (``requantize=False``: only the policy's own quantization points, fewer integer kernels) is written too.
 3. Every ONNX file runs in onnxruntime (CPU execution provider, full graph optimisation) on the Fashion-MNIST
    test images: accuracy, and agreement with PyTorch's fake-quantized bundle model (max abs difference,
-   argmax). Latency: median (and interquartile range) of repeated runs at batch 1 and batch 64, the models
-   interleaved round-robin so that the load of a shared machine spreads over all of them equally.
+   argmax). onnxruntime's own ``quantize_static`` (QDQ, its own MinMax scales) of the int8 policy's float
+   network is run too, as a reference for what its integer kernels give. Latency: median (and interquartile
+   range) of repeated runs at batch 1 and batch 64, the models interleaved round-robin so that the load of a
+   shared machine spreads over all of them; the speed-up is the median over rounds of the float bundle's
+   time divided by the model's in the same round.
 
     nice -n 10 .venv/bin/python benchmarks/quant_onnx.py [--out nasplat-runs/bench-quant-onnx] [--quick]
 
@@ -70,6 +73,31 @@ def integer_ops(path: Path, tmp: Path) -> dict[str, int]:
         if node.op_type in INTEGER_OPS:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def ort_quantize_static(float_module: Any, example: torch.Tensor, calibration: list[Any], folder: Path) -> Path:
+    """onnxruntime.quantization.quantize_static (QDQ, per-channel int8 weights, uint8 activations, MinMax on
+    the calibration batches) of the float network, after onnxruntime's recommended pre-processing."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from nasplat.export import _torch_onnx
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": b[0].numpy()} for b in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    float_path, pre, out = folder / "float-twin.onnx", folder / "float-twin.pre.onnx", folder / "ort-static.onnx"
+    _torch_onnx(float_module, (example,), float_path)
+    quant_pre_process(str(float_path), str(pre))
+    quantize_static(
+        str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -159,6 +187,8 @@ def main() -> None:
                 declared[0], declared[1], module, (example,), calibration, exact, _torch_onnx, requantize=False
             )
             files[f"{name} exact QDQ"] = exact
+            if name == "int8":  # onnxruntime's own static quantization of the same float network, its own scales
+                files["int8 ORT quantize_static"] = ort_quantize_static(declared[0], example, calibration, out / name)
 
     # 3a. accuracy and agreement on the test split
     rows: list[dict[str, Any]] = []
@@ -177,7 +207,7 @@ def main() -> None:
             / n
         )
     for label, path in files.items():
-        policy = label.split()[0]
+        policy = label.split()[0]  # the policy whose fake-quantized PyTorch output is the reference
         sess = session(path, 1)
         got = [sess.run(None, {"input": x.numpy()})[0] for x, _ in batches]
         ref = reference[policy]
@@ -216,13 +246,14 @@ def main() -> None:
                     t = time.perf_counter()
                     s.run(None, {"input": x})
                     times[label].append(time.perf_counter() - t)
+            base = times["float32 model.onnx"]
             for label, ts in times.items():
                 q = statistics.quantiles([1e3 * t for t in ts], n=4)
                 latency[label][f"t{threads}_b{bs}"] = {
-                    "median_ms": statistics.median(ts) * 1e3,
-                    "q1_ms": q[0],
-                    "q3_ms": q[2],
-                }
+                    "median_ms": statistics.median(ts) * 1e3, "q1_ms": q[0], "q3_ms": q[2],
+                    # the float bundle's time over this model's in the same round: bursts of load cancel out
+                    "paired_speedup": statistics.median(b / t for b, t in zip(base, ts, strict=True)),
+                }  # fmt: skip
 
     import onnxruntime as ort
 
@@ -260,13 +291,11 @@ def main() -> None:
         + " |"
     )
     print("| --- |" + " --- |" * len(keys))
-    base = "float32 model.onnx"
     for label, per in latency.items():
         cells = []
         for k in keys:
             m = per[k]
-            speed = latency[base][k]["median_ms"] / m["median_ms"]
-            cells.append(f"{m['median_ms']:.3f} ({m['q1_ms']:.3f}–{m['q3_ms']:.3f}), {speed:.2f}×")
+            cells.append(f"{m['median_ms']:.3f} ({m['q1_ms']:.3f}–{m['q3_ms']:.3f}), {m['paired_speedup']:.2f}×")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
