@@ -1214,7 +1214,7 @@ def make_app(
             )
         compare = F.metrics_compare_figure(rec.metrics)
         metrics = rec.metrics.copy()
-        for c in ("measured", "predicted", "predicted_std"):
+        for c in ("measured", "predicted"):
             metrics[c] = metrics[c].map(lambda v: _fmt(v) if v is not None and not pd.isna(v) else "-")
         metrics["objective"] = metrics["objective"].map(lambda b: "yes" if b else "")
         prov = pd.DataFrame(

@@ -421,14 +421,12 @@ def metrics_compare_figure(metrics: pd.DataFrame, title: str = "Measured and pre
         return None
     fig = go.Figure()
     fig.add_trace(go.Bar(x=m["metric"], y=m["measured"], name="measured", marker_color=PALETTE[1]))
-    err = m["predicted_std"] if "predicted_std" in m and m["predicted_std"].notna().any() else None
     fig.add_trace(
         go.Bar(
             x=m["metric"],
             y=m["predicted"],
             name="predicted",
             marker_color=PALETTE[4],
-            error_y={"type": "data", "array": err} if err is not None else None,
         )
     )
     return _layout(fig, title, height=300, barmode="group")
@@ -488,12 +486,10 @@ def predicted_figure(frame: pd.DataFrame) -> go.Figure:
         return message_figure("no data yet: no trial of this study records a prediction", title)
     fig = go.Figure()
     for i, (metric, part) in enumerate(frame.groupby("metric", sort=False)):
-        err = part["predicted_std"] if part["predicted_std"].notna().any() else None
         fig.add_trace(
             go.Scatter(
                 x=part["measured"], y=part["predicted"], mode="markers", name=str(metric),
                 customdata=part["trial"], marker={"color": PALETTE[i % len(PALETTE)]},
-                error_y={"type": "data", "array": err, "thickness": 1} if err is not None else None,
             )
         )  # fmt: skip
     lo = float(np.nanmin(frame[["measured", "predicted"]].to_numpy(dtype=float)))

@@ -296,15 +296,15 @@ def test_training_predictor_and_predicted_frames(demo: str, tmp_path: Path) -> N
     attrs = {
         "nasplat_format": 1,
         "objectives": objectives,
-        "supernet_history": [{"epoch": e, "loss": 2.0 / e, "accuracy": 0.2 * e} for e in (3, 1, 2)],
+        **{f"supernet:epoch:{e:04d}": {"epoch": e, "loss": 2.0 / e, "accuracy": 0.2 * e} for e in (3, 1, 2)},
         "predictor_quality": [
             {"trials": n, "model": "gbdt", "metric": "acc", "kendall_tau": n / 40, "spearman": n / 30} for n in (8, 16)
         ],
     }
     add_study(url, "guided", attrs, n_trials=5,
-              trial_attrs=lambda i, v: {"predicted:acc": v[0] + 0.01, "predicted_std:acc": 0.02})  # fmt: skip
+              trial_attrs=lambda i, v: {"predicted:acc": v[0] + 0.01})  # fmt: skip
     training = D.training_frame(url, "guided")
-    assert training["epoch"].tolist() == [1, 2, 3] and "study attribute" in training.attrs["source"]
+    assert training["epoch"].tolist() == [1, 2, 3] and "supernet:epoch" in training.attrs["source"]
     quality = D.predictor_frame(url, "guided")
     assert quality["trials"].tolist() == [8, 16] and quality["kendall_tau"].tolist() == [0.2, 0.4]
     predicted = D.predicted_frame(url, "guided")
