@@ -212,10 +212,11 @@ def studies(
     as_json: JsonOpt = False,
 ) -> None:
     """The studies in a storage (`nasplat studies --storage URL`); `nasplat studies delete` removes one."""
-    import optuna
+    import pandas as pd
 
+    from nasplat import study_frames
     from nasplat.check import existing_storage
-    from nasplat.study import redact_url
+    from nasplat.study import normalise_url, redact_url
 
     if ctx.invoked_subcommand is not None:
         return
@@ -223,20 +224,27 @@ def studies(
         raise NasplatError(
             "missing option '--storage': the storage's URL, e.g. sqlite:///nasplat-runs/quickstart/study.db"
         )
+    existing_storage(storage)  # a missing or unreadable storage is reported as every command reports it
+    url = normalise_url(storage)
     table = Table("study", "space", "objectives", "trials")
     rows: list[dict[str, Any]] = []
-    for s in optuna.get_all_study_summaries(existing_storage(storage), include_best_trial=False):
-        objs = s.user_attrs.get("objectives") or []
+    overview = study_frames.studies_frame(url, summary=False, fresh=True)
+    for name, n_trials, created in zip(overview.get("study", []), overview.get("trials", []),
+                                       overview.get("created", []), strict=True):  # fmt: skip
+        info = study_frames.study_info(url, str(name), readable=False)
+        objs = info.attrs.get("objectives")
+        if not isinstance(objs, list):  # a study nasplat did not write: its objectives as Optuna names them
+            objs = [{"metric": m, "direction": d} for m, d in zip(info.objectives, info.directions, strict=True)]
         rows.append(
-            {"study": s.study_name, "space": s.user_attrs.get("space"), "space_hash": s.user_attrs.get("space_hash"),
-             "objectives": objs, "trials": s.n_trials, "run_dir": s.user_attrs.get("run_dir"),
-             "created": s.datetime_start.isoformat() if s.datetime_start else None}
+            {"study": info.name, "space": info.attrs.get("space"), "space_hash": info.attrs.get("space_hash"),
+             "objectives": objs, "trials": int(n_trials), "run_dir": info.attrs.get("run_dir"),
+             "created": None if pd.isna(created) else pd.Timestamp(created).isoformat()}
         )  # fmt: skip
         table.add_row(
-            s.study_name,
-            str(s.user_attrs.get("space", "?")),
+            info.name,
+            str(info.attrs.get("space", "?")),
             ", ".join(f"{o['metric']} ({o['direction'][:3]})" for o in objs),
-            str(s.n_trials),
+            str(int(n_trials)),
         )
     if as_json:
         _print_json({"storage": redact_url(storage), "studies": rows})

@@ -438,11 +438,11 @@ def latest_study(storage: Storage | str) -> str | None:
     return max(studies, key=rank).name
 
 
-def storage_signature(storage: Storage | str) -> str:
+def storage_signature(storage: Storage | str, *, fresh: bool = False) -> str:
     """A short text that changes whenever trials or study attributes change (for live refresh)."""
     st = open_storage(storage)
     check_storage(st)
-    return _recent(("storage_sig", st.url), lambda: _storage_signature(st))  # type: ignore[no-any-return]
+    return _recent(("storage_sig", st.url), lambda: _storage_signature(st), fresh)  # type: ignore[no-any-return]
 
 
 def _storage_signature(st: Storage) -> str:
@@ -1082,24 +1082,24 @@ def _hypervolume(st: Storage, studies: Sequence[str], axes: Sequence[str], const
 # the studies overview
 
 
-def studies_frame(storage: Storage | str, *, summary: bool = True) -> pd.DataFrame:
+def studies_frame(storage: Storage | str, *, summary: bool = True, fresh: bool = False) -> pd.DataFrame:
     """One row per study: space, objectives, devices, trial counts, status, and with ``summary`` its
     hypervolume and best values (which read every study's trials; without it only counts are read).
 
     The hypervolume is over the study's objectives, from the worst value of each objective among its
     completed, feasible trials (``hv_reference`` gives it). ``created``: when its first trial started;
     ``nasplat``: whether nasplat wrote it.
-    Reused until the storage changes (and at most a minute, for the status).
+    Reused until the storage changes (and at most a minute, for the status); ``fresh``: see the module's docstring.
     """
     import time
 
     st = open_storage(storage)
-    key = ("studies_frame", st.url, storage_signature(st), int(time.time() // 60), summary)
-    return _cache.get(key, lambda: _studies_frame(st, summary)).copy()  # type: ignore[no-any-return]
+    key = ("studies_frame", st.url, storage_signature(st, fresh=fresh), int(time.time() // 60), summary)
+    return _cache.get(key, lambda: _studies_frame(st, summary, fresh)).copy()  # type: ignore[no-any-return]
 
 
-def _studies_frame(st: Storage, summary: bool) -> pd.DataFrame:
-    studies = _studies(st)
+def _studies_frame(st: Storage, summary: bool, fresh: bool = False) -> pd.DataFrame:
+    studies = _studies(st, fresh)
     act = _activity(st)
     now = pd.Timestamp.now(tz="UTC")
     rows: list[dict[str, Any]] = []
