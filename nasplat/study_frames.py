@@ -1098,6 +1098,11 @@ def studies_frame(storage: Storage | str, *, summary: bool = True, fresh: bool =
     return _cache.get(key, lambda: _studies_frame(st, summary, fresh)).copy()  # type: ignore[no-any-return]
 
 
+_STUDY_COLUMNS = ("study", "space", "family", "objectives", "devices", "estimator", "sampler", "dataset", "complete",
+                  "running", "failed", "trials", "target", "last_update", "created", "status", "hypervolume",
+                  "hv_reference", "problem", "nasplat")  # fmt: skip
+
+
 def _studies_frame(st: Storage, summary: bool, fresh: bool = False) -> pd.DataFrame:
     studies = _studies(st, fresh)
     act = _activity(st)
@@ -1141,6 +1146,8 @@ def _studies_frame(st: Storage, summary: bool, fresh: bool = False) -> pd.DataFr
             row["hypervolume"] = hv
             row["hv_reference"] = ref_text
         rows.append(row)
+    if not rows:  # the columns all the same
+        return pd.DataFrame(columns=[*_STUDY_COLUMNS])
     return pd.DataFrame(rows)
 
 
