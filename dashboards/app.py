@@ -1,4 +1,4 @@
-"""The Dash app: a read-only view of an Optuna storage that nasplat writes, refreshed live.
+"""The Dash app: a read-only view of an Optuna storage (every study in it, nasplat's or not), refreshed live.
 
 Views (tabs): studies overview, Pareto front (2 or 3 metrics, constraint sliders, overlaid fronts,
 hypervolume against trials and wall-clock time), trials (server-side sortable and filterable table, parallel
@@ -291,8 +291,8 @@ def make_app(
     def study_options(studies: pd.DataFrame) -> list[dict[str, Any]]:
         return [
             {
-                "label": f"{row['study']}  ·  {row['space']}  ·  {row['complete']} trials"
-                + ("  (unreadable)" if isinstance(row["problem"], str) else ""),
+                "label": f"{row['study']}  ·  {row['space'] if row['nasplat'] else 'Optuna study'}  ·  "
+                f"{row['complete']} trials" + ("  (unreadable)" if isinstance(row["problem"], str) else ""),
                 "value": row["study"],
             }
             for _, row in studies.iterrows()

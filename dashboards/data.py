@@ -100,6 +100,7 @@ __all__ = [
     "safe_url",
     "storage_signature",
     "studies_frame",
+    "study_attributes",
     "study_info",
     "study_names",
     "training_frame",
@@ -123,24 +124,35 @@ class ArchitectureRecord:
     choices: pd.DataFrame  # label, value
     metrics: pd.DataFrame  # metric, direction, objective, measured, predicted
     provenance: dict[str, Any]
+    attributes: dict[str, Any]  # its other user attributes (what writers besides nasplat record)
     description: dict[str, Any] | None  # the family's describe(); None when the space cannot be rebuilt
     note: str | None  # why there is no description, if so
     on_front: bool
 
 
-def _not_nasplat(info: StudyInfo) -> None:
-    if not info.nasplat:
-        raise StudyError(
-            f"study '{info.name}' was not written by nasplat (it has no '{R.FORMAT}' attribute); "
-            "the dashboard shows studies written by `nasplat search`"
-        )
+#: trial attributes the architecture view shows in their own places (the rest are listed as they are)
+_SHOWN_KEYS = (R.ARCH_KEY, R.ARCH_STRING, R.PROVENANCE)
+_SHOWN_PREFIXES = (R.METRIC_PREFIX, PREDICTED_PREFIX, R.FINETUNE_PREFIX)
+
+
+def study_attributes(storage: Storage | str, study: str) -> pd.DataFrame:
+    """What a study is: its objectives (metric name and direction, as nasplat or Optuna's ``metric_names``
+    name them) and every study user attribute (``key``, ``value`` as text; long declarations shortened)."""
+    info = study_info(open_storage(storage), study)
+    rows = [
+        (f"objective {i}", f"{m} ({d})") for i, (m, d) in enumerate(zip(info.objectives, info.directions, strict=True))
+    ]
+    rows.append(("written by", "nasplat" if info.nasplat else "another writer (a plain Optuna study)"))
+    for key, value in sorted(info.attrs.items()):
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        rows.append((key, text if len(text) <= 300 else text[:297] + "..."))
+    return pd.DataFrame(rows, columns=["key", "value"])
 
 
 def architecture_record(storage: Storage | str, study: str, trial: int) -> ArchitectureRecord:
     """Everything the architecture view shows about trial number ``trial`` of ``study``."""
     st = open_storage(storage)
     info = study_info(st, study)
-    _not_nasplat(info)
     state, attrs = trial_attrs(st, study, trial)
     all_trials = trials_frame(st, study, states=(state,), params=True)
     row = all_trials[all_trials["trial"] == int(trial)]
@@ -168,6 +180,7 @@ def architecture_record(storage: Storage | str, study: str, trial: int) -> Archi
         ],
         columns=["metric", "direction", "objective", "measured", "predicted"],
     )
+    others = {k: v for k, v in sorted(attrs.items()) if k not in _SHOWN_KEYS and not k.startswith(_SHOWN_PREFIXES)}
     prov = attrs.get(R.PROVENANCE)
     provenance = dict(prov) if isinstance(prov, dict) else {}
     arch_key = attrs.get(R.ARCH_KEY)
@@ -187,6 +200,7 @@ def architecture_record(storage: Storage | str, study: str, trial: int) -> Archi
         choices=choices,
         metrics=metrics,
         provenance=provenance,
+        attributes=others,
         description=description,
         note=note,
         on_front=on_front,
@@ -230,7 +244,6 @@ def training_frame(storage: Storage | str, study: str) -> pd.DataFrame:
     here. ``frame.attrs["source"]`` says which. Empty when there is neither.
     """
     info = study_info(open_storage(storage), study)
-    _not_nasplat(info)
     source = None
     records: list[dict[str, Any]] = [
         dict(v) for k, v in sorted(info.attrs.items()) if k.startswith(R.SUPERNET_EPOCH_PREFIX) and isinstance(v, dict)

@@ -108,13 +108,7 @@ def run_tabular(
             sampler=sampler_obj,
             load_if_exists=False,
         )
-        study.set_user_attr(
-            "objectives", [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)]
-        )
-        study.set_user_attr("space", space.name)
-        study.set_user_attr("space_hash", space.hash)
-        study.set_user_attr("sampler", sampler)
-        study.set_user_attr("seed", seed)
+        _record_study(study, space, names, directions, sampler=sampler, seed=seed, table=table)
         seen: dict[str, dict[str, float]] = {}
         step, asks, t0 = 0, 0, time.perf_counter()
         while step < budget and asks < 20 * budget:
@@ -135,6 +129,32 @@ def run_tabular(
                 yield rec
                 if progress:
                     progress(seed, step)
+
+
+def _record_study(study: Any, space: SearchSpace, names: Sequence[str], directions: Sequence[str], *,
+                  sampler: str, seed: int, table: Path) -> None:  # fmt: skip
+    """What nasplat's readers (``nasplat pareto``, the dashboard's NAS views) need of a benchmark study, written
+    through :mod:`nasplat.study_record` as a search writes it: the space's stored record, the family, the
+    objectives (also as Optuna's metric names), the estimator and its table; ``nasplat_format`` last."""
+    import nasplat
+    from nasplat import study_record as R
+    from nasplat.study import quiet_optuna
+
+    with quiet_optuna():
+        study.set_metric_names(list(names))
+    attrs = {
+        R.VERSION: nasplat.__version__,
+        **R.space_attrs(space),
+        R.FAMILY: space.spec.family,
+        R.OBJECTIVES: [{"metric": n, "direction": d} for n, d in zip(names, directions, strict=True)],
+        "estimator": "tabular",
+        "dataset": str(table),
+        "sampler": sampler,
+        "seed": seed,
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr(R.FORMAT, R.STUDY_FORMAT)
 
 
 def write_jsonl(records: Iterator[dict[str, Any]], out: Path) -> int:

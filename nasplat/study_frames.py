@@ -594,6 +594,47 @@ def _attr_column(storage: Storage, info: StudyInfo, sig: tuple[Any, ...], key: s
     return _cache.get(("attr", storage.url, info.study_id, sig, key), read)  # type: ignore[no-any-return]
 
 
+#: the prefix of :func:`trials_frame`'s columns of other trial attributes (``attributes=True``)
+ATTR_PREFIX = "attr:"
+#: at most this many other trial attribute keys are read as columns
+MAX_OTHER_ATTRS = 50
+
+
+def _other_attr_keys(storage: Storage, info: StudyInfo, sig: tuple[Any, ...]) -> list[str]:
+    """Trial attribute keys of the study besides those read set-wise and ``provenance``: what other writers
+    (a plain Optuna study's ``trial.set_user_attr``) record."""
+
+    def read() -> list[str]:
+        rows = _rows(
+            storage,
+            "SELECT DISTINCT a.key FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+            f"WHERE t.study_id = :sid AND NOT {_ATTR_WHERE} AND a.key <> {_quote(R.PROVENANCE)}",
+            {"sid": info.study_id},
+        )
+        return sorted(str(k) for (k,) in rows)[:MAX_OTHER_ATTRS]
+
+    return _cache.get(("other-keys", storage.url, info.study_id, sig), read)  # type: ignore[no-any-return]
+
+
+def _other_attr_column(storage: Storage, info: StudyInfo, sig: tuple[Any, ...], key: str) -> pd.Series:
+    """One other trial attribute over the study, decoded: numbers as numbers, anything else as text."""
+
+    def read() -> pd.Series:
+        rows = _rows(
+            storage,
+            "SELECT a.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
+            f"ON a.trial_id = t.trial_id AND a.key = {_quote(key)} WHERE t.study_id = :sid",
+            {"sid": info.study_id},
+        )
+        values = {}
+        for trial_id, text in rows:
+            v = _json(text)
+            values[int(trial_id)] = v if v is None or isinstance(v, (str, int, float, bool)) else json.dumps(v)
+        return _tidy(pd.Series(values, dtype=object))
+
+    return _cache.get(("other-attr", storage.url, info.study_id, sig, key), read)  # type: ignore[no-any-return]
+
+
 def _column_name(info: StudyInfo, key: str) -> str | None:
     """The frame column of a trial attribute key (None for objectives, whose Optuna value is the record)."""
     if key in _TRIAL_ATTR_KEYS:
@@ -621,6 +662,7 @@ def trials_frame(
     params: bool = True,
     metrics: Sequence[str] | None = None,
     identity: bool = True,
+    attributes: bool = False,
     fresh: bool = False,
 ) -> pd.DataFrame:
     """One row per trial, read set-wise and cached (fast on large studies).
@@ -628,7 +670,8 @@ def trials_frame(
     Columns: ``trial``, ``state``, ``feasible`` (meets the search's own constraints), each objective by
     metric name (the Optuna values), every other ``metric:<name>`` attribute by name and every numeric
     ``finetune:<name>`` (only those in ``metrics`` when given), ``arch``, ``arch_key``, ``param:<label>``
-    (decoded choices, with ``params``), ``predicted:<metric>`` when present, ``seconds`` (trial duration),
+    (decoded choices, with ``params``), ``predicted:<metric>`` when present, with ``attributes`` every other
+    trial attribute (``attr:<key>``, numbers or text; not ``provenance``), ``seconds`` (trial duration),
     ``elapsed_s`` (completion time since the study's first trial started), ``datetime_start`` and
     ``datetime_complete`` (UTC). Sorted by trial number. ``states=None``: every trial. Without ``identity``,
     ``arch`` and ``arch_key`` are left empty (not read).
@@ -661,6 +704,10 @@ def trials_frame(
     ordered += sorted(c for c in metric_cols if not c.startswith("predicted"))
     ordered += ["arch", "arch_key", *param_cols]
     ordered += sorted(c for c in metric_cols if c.startswith("predicted"))
+    if attributes:
+        for key in _other_attr_keys(st, info, sig):
+            frame[ATTR_PREFIX + key] = _other_attr_column(st, info, sig, key).reindex(ids).to_numpy()
+            ordered.append(ATTR_PREFIX + key)
     ordered += ["seconds", "elapsed_s", "datetime_start", "datetime_complete"]
     frame = frame[ordered]
     if states is not None:
@@ -825,7 +872,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
         str(c)
         for c in frame.columns
         if c not in skip
-        and not str(c).startswith((PARAM_PREFIX, PREDICTED_PREFIX))
+        and not str(c).startswith((PARAM_PREFIX, PREDICTED_PREFIX, ATTR_PREFIX))
         and pd.api.types.is_numeric_dtype(frame[c])
     ]
 

@@ -422,3 +422,106 @@ def test_empty_storage_then_live_refresh(page: Any, tmp_path: Path) -> None:
             srv.shutdown()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def foreign() -> Iterator[str]:
+    """A storage with a plain Optuna study (a few lines of optuna, no nasplat) and a ``nasplat bench tabular
+    --storage`` study."""
+    import warnings
+
+    import optuna
+    from typer.testing import CliRunner
+
+    from nasplat.cli import app
+    from nasplat_dashboards.demo import DEMO_SPACE, write_demo_table
+
+    folder = fast_dir("nasplat-dash-foreign-")
+    try:
+        url = f"sqlite:///{folder / 'studies.db'}"
+        space = folder / "demo-cell.yaml"
+        space.write_text(DEMO_SPACE)
+        table = write_demo_table(space, folder / "table.csv")
+        result = CliRunner().invoke(
+            app,
+            ["bench", "tabular", "--table", str(table), "--space", str(space), "--objective", "val_acc:max",
+             "--objective", "test_acc:max", "--out", str(folder / "runs.jsonl"), "--sampler", "random",
+             "--budget", "8", "--seeds", "0", "--storage", url],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(storage=url, study_name="plain-optuna", directions=["minimize", "minimize"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.set_metric_names(["loss", "latency_ms"])
+        study.set_user_attr("owner", "someone")
+        for i in range(6):
+            trial = study.ask()
+            width = trial.suggest_int("width", 8, 64, step=8)
+            trial.set_user_attr("note", f"run {i}")
+            trial.set_user_attr("gpu_hours", 0.5 * i)
+            study.tell(trial, [1.0 / width + 0.01 * i, float(width)])
+        yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_any_optuna_study_gets_a_generic_view(foreign: str, page: Any, tmp_path: Path) -> None:
+    """A plain Optuna study: its objectives by their metric names, its Pareto front, trials with parameters and
+    user attributes, one trial, the study's attributes; nowhere 'not written by nasplat'."""
+    expect = sync_api.expect
+    base, srv = serve_in_thread(foreign)
+    try:
+        page.goto(base + "/?study=plain-optuna&view=pareto")
+        expect(page.locator("#study")).to_contain_text("plain-optuna")
+        wait_plot(page, "pareto-graph")
+        expect(page.locator("#pareto-status")).to_contain_text("6 of 6 completed trials within the constraints")
+        expect(page.locator("#axis-x")).to_contain_text("loss")
+        expect(page.locator("#axis-y")).to_contain_text("latency_ms")
+        expect(page.locator("#pareto-message")).to_be_empty()
+        shot(page, tmp_path, "plain-pareto")
+        page.click("#tab-trials")
+        expect(page.locator("#trials-status")).to_contain_text("6 of 6 trials match")
+        expect(page.locator("#trials-table")).to_contain_text("attr:note")
+        expect(page.locator("#trials-table")).to_contain_text("run 2")
+        expect(page.locator("#trials-table")).to_contain_text("width")
+        page.goto(base + "/?study=plain-optuna&view=architecture&trial=2")
+        expect(page.locator("#arch-title")).to_contain_text("Trial 2 of 'plain-optuna' · COMPLETE")
+        expect(page.locator("#arch-choices")).to_contain_text("width")
+        expect(page.locator("#arch-metrics")).to_contain_text("latency_ms")
+        expect(page.locator("#arch-attributes")).to_contain_text("gpu_hours")
+        expect(page.locator("#arch-message")).to_be_empty()
+        page.click("#tab-studies")
+        expect(page.locator("#studies-table")).to_contain_text("plain-optuna")
+        expect(page.locator("#study-attrs")).to_contain_text("loss (minimize)")
+        expect(page.locator("#study-attrs")).to_contain_text("someone")
+        page.click("#tab-training")
+        wait_plot(page, "training-graph", "true")
+        expect(page.locator("#training-message")).to_be_empty()
+        expect(page.locator("body")).not_to_contain_text("not written by nasplat")
+        shot(page, tmp_path, "plain-studies")
+    finally:
+        srv.shutdown()
+
+
+def test_bench_tabular_study_gets_the_nas_views(foreign: str, page: Any, tmp_path: Path) -> None:
+    """A study written by ``nasplat bench tabular --storage``: the space's own drawing of each architecture,
+    its objectives, its front."""
+    expect = sync_api.expect
+    base, srv = serve_in_thread(foreign)
+    try:
+        page.goto(base + "/?study=bench-random-seed0&view=pareto")
+        wait_plot(page, "pareto-graph")
+        expect(page.locator("#axis-x")).to_contain_text("val_acc")
+        expect(page.locator("#pareto-status")).to_contain_text("completed trials within the constraints")
+        page.goto(base + "/?study=bench-random-seed0&view=architecture&trial=0")
+        expect(page.locator("#arch-title")).to_contain_text("Trial 0 of 'bench-random-seed0' · COMPLETE")
+        wait_plot(page, "arch-graph", "d.length === 7")  # the cell, drawn as for a search's study
+        expect(page.locator("#arch-note")).to_be_empty()  # the space is stored: the cell is drawn
+        expect(page.locator("#arch-provenance")).to_contain_text("tabular")
+        page.click("#tab-studies")
+        expect(page.locator("#study-attrs-title")).to_contain_text("bench-random-seed0")
+        expect(page.locator("#study-attrs")).to_contain_text("space_spec")
+        shot(page, tmp_path, "bench-studies")
+    finally:
+        srv.shutdown()

@@ -436,8 +436,9 @@ def test_unknown_study_and_study_formats(demo: str, tmp_path: Path) -> None:
         D.pareto_frame(url, "legacy", ["acc", "cost"])
     with pytest.raises(D.StudyError, match="newer nasplat"):
         D.trials_frame(url, "future")
-    with pytest.raises(D.StudyError, match="not written by nasplat"):
-        D.architecture_record(url, "plain-optuna", 0)
+    plain = D.architecture_record(url, "plain-optuna", 0)  # a study nasplat did not write is shown too
+    assert plain.choices.set_index("label").loc["x", "value"] in ("a", "b") and plain.description is None
+    assert D.studies_frame(url).set_index("study").loc["plain-optuna", "nasplat"] is np.False_
     with pytest.raises(D.StudyError, match="does not match its 2 Optuna direction"):
         D.training_frame(url, "mismatch")
     overview = D.studies_frame(url).set_index("study")
@@ -636,3 +637,41 @@ def test_training_frame_reads_the_epoch_rows_supernet_training_writes(tmp_path: 
     assert frame["epoch"].tolist() == [1, 2] and frame["loss"].tolist() == [2.0, 1.5]
     fig = F.training_figure(frame)
     assert {t.name for t in fig.data} == {"loss", "subnet_accuracy"}
+
+
+@pytest.mark.filterwarnings("ignore:.*set_metric_names is experimental")
+def test_any_optuna_study_reads(tmp_path: Path) -> None:
+    """A plain Optuna study (no nasplat attribute): objectives by Optuna's metric names, its parameters, its
+    trials' user attributes, its front; a study without metric names gets objective_0, objective_1."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    study = optuna.create_study(storage=url, study_name="plain", directions=["minimize", "minimize"])
+    study.set_metric_names(["loss", "latency_ms"])
+    study.set_user_attr("owner", "someone")
+    for i in range(6):
+        t = study.ask()
+        width = t.suggest_int("width", 8, 64, step=8)
+        t.set_user_attr("note", f"run {i}")
+        t.set_user_attr("gpu_hours", 0.5 * i)
+        study.tell(t, [1.0 / width + 0.01 * i, float(width)])
+    unnamed = optuna.create_study(storage=url, study_name="unnamed", directions=["maximize", "minimize"])
+    unnamed.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=4)
+    info = D.study_info(url, "plain")
+    assert info.objectives == ("loss", "latency_ms") and not info.nasplat and info.problem is None
+    assert D.study_info(url, "unnamed").objectives == ("objective_0", "objective_1")
+    frame = D.trials_frame(url, "plain", attributes=True)
+    assert frame["param:width"].tolist() == [study.trials[i].params["width"] for i in range(6)]
+    assert frame["attr:note"].tolist() == [f"run {i}" for i in range(6)]
+    assert frame["attr:gpu_hours"].tolist() == [0.5 * i for i in range(6)]
+    assert "attr:note" not in D.trials_frame(url, "plain")  # only when asked for
+    front = D.pareto_frame(url, "plain", ["loss", "latency_ms"])
+    core = [t.number for t in study.best_trials]
+    assert sorted(front.loc[front["front"], "trial"]) == sorted(core)
+    attrs = D.study_attributes(url, "plain").set_index("key")["value"]
+    assert attrs["objective 0"] == "loss (minimize)" and attrs["owner"] == "someone"
+    rec = D.architecture_record(url, "plain", 2)
+    assert rec.attributes == {"note": "run 2", "gpu_hours": 1.0} and rec.family == "?"
+    assert D.training_frame(url, "plain").empty and D.predictor_frame(url, "plain").empty
+    overview = D.studies_frame(url).set_index("study")
+    assert overview.loc["plain", "status"] == "stopped" and overview.loc["plain", "hypervolume"] is not None

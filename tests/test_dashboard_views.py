@@ -64,6 +64,8 @@ def test_studies_view(env: ViewEnv) -> None:
     assert {c["id"] for c in cols} >= {"study", "status", "hypervolume"}
     assert studies.picked_study({"row": 0}, rows) == STUDY
     assert studies.picked_study({"row": 5}, rows) is None
+    title, attrs, _cols = studies.attributes_state(env, STUDY)
+    assert STUDY in title and {"key": "objective 0", "value": "val_acc (maximize)"} in attrs
 
 
 def test_pareto_view(env: ViewEnv) -> None:

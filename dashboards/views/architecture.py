@@ -3,6 +3,7 @@ provenance, and the export action (a bundle written under the export folder, the
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,12 @@ def layout(p: Props = no_props) -> Any:
                 style={"display": "none"},
             ),
             html.Div(
-                [html.H3("Provenance"), DataTable(id="arch-provenance", **TABLE_STYLE)],
+                [
+                    html.H3("Provenance"),
+                    DataTable(id="arch-provenance", **TABLE_STYLE),
+                    html.H3("Other trial attributes"),
+                    DataTable(id="arch-attributes", **TABLE_STYLE),
+                ],
                 className="card",
             ),
             html.Div(
@@ -161,24 +167,29 @@ def options_state(env: ViewEnv, study: str | None, search: str | None, request: 
 
 def arch_state(env: ViewEnv, trial: int | None, study: str | None) -> tuple[Any, ...]:
     """Everything the view shows of one trial: title, drawing, note, choices, metrics, the measured/predicted
-    figure and its box's style, provenance, a message, and the export folder name."""
+    figure and its box's style, provenance, the other trial attributes, a message, and the export folder name.
+
+    Any trial of any Optuna study can be shown: without nasplat's attributes, its parameters, objectives and
+    user attributes."""
     from dash import no_update
 
     empty = F.message_figure("")
     hidden = {"display": "none"}
     if not study or trial is None:
         msg = message("choose a study, then a trial (or click a point of the Pareto front)", "info")
-        return None, empty, None, [], [], [], [], empty, hidden, [], [], msg, no_update
+        return None, empty, None, [], [], [], [], empty, hidden, [], [], [], [], msg, no_update
     try:
         rec = D.architecture_record(env.storage(), study, int(trial))
     except Exception as exc:
-        return None, empty, None, [], [], [], [], empty, hidden, [], [], message(explain(exc)), no_update
+        return None, empty, None, [], [], [], [], empty, hidden, [], [], [], [], message(explain(exc)), no_update
     title = f"Trial {rec.trial} of '{rec.study}' · {rec.state}" + (" · on the Pareto front" if rec.on_front else "")
     if rec.arch:
         title += f" · {rec.arch}"
     fig = F.graph_figure(rec.description, f"{rec.family} architecture") if rec.description else None
     note = rec.note
-    if fig is None:
+    if fig is None and rec.family == "?":
+        fig = F.message_figure("the study names no search-space family: its parameters are listed beside", "Trial")
+    elif fig is None:
         fig = F.message_figure(
             f"the '{rec.family}' family has no drawing here: its choices are listed beside", "Architecture"
         )
@@ -189,6 +200,10 @@ def arch_state(env: ViewEnv, trial: int | None, study: str | None) -> tuple[Any,
     metrics["objective"] = metrics["objective"].map(lambda b: "yes" if b else "")
     prov = pd.DataFrame(
         [(k, v if isinstance(v, str) else str(v)) for k, v in sorted(rec.provenance.items())],
+        columns=["key", "value"],
+    )
+    others = pd.DataFrame(
+        [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in rec.attributes.items()],
         columns=["key", "value"],
     )
     choices = rec.choices.assign(value=rec.choices["value"].map(str))
@@ -206,6 +221,8 @@ def arch_state(env: ViewEnv, trial: int | None, study: str | None) -> tuple[Any,
         {"display": "block"} if compare is not None else hidden,
         records(prov),
         columns(prov),
+        records(others),
+        columns(others),
         None,
         name,
     )
@@ -296,6 +313,8 @@ def register_callbacks(app: Any, env: ViewEnv) -> None:
         Output("arch-compare-box", "style"),
         Output("arch-provenance", "data"),
         Output("arch-provenance", "columns"),
+        Output("arch-attributes", "data"),
+        Output("arch-attributes", "columns"),
         Output("arch-message", "children"),
         Output("export-name", "value"),
         Input("arch-trial", "value"),
@@ -305,7 +324,7 @@ def register_callbacks(app: Any, env: ViewEnv) -> None:
     )
     def arch_view(trial: int | None, study: str | None, current_view: str) -> tuple[Any, ...]:
         if current_view != "architecture":
-            return (no_update,) * 13
+            return (no_update,) * 15
         return arch_state(env, trial, study)
 
     @app.callback(

@@ -278,6 +278,13 @@ def pareto_state(
     except Exception as exc:
         blank = F.message_figure("nothing to show")
         return blank, blank, blank, None, message(explain(exc)), [], [], labels, []
+    if x and not y:  # a single-objective study (and no other metric): no front to draw
+        msg = message(
+            f"study '{study}' records one metric ({x}): a Pareto front needs two; the Trials view lists its trials",
+            "info",
+        )
+        blank = F.message_figure("one metric only")
+        return blank, blank, blank, None, msg, [], [], labels, []
     if not x or not y:
         return (no_update,) * 7 + (labels, no_update)
     try:

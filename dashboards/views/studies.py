@@ -24,6 +24,10 @@ def layout(p: Props = no_props) -> Any:
             html.Div(id="studies-message"),
             html.P("Every study in the storage; click a row to open its Pareto front.", className="status"),
             DataTable(id="studies-table", sort_action="native", page_size=50, **TABLE_STYLE),
+            html.Div(
+                [html.H3(id="study-attrs-title"), DataTable(id="study-attrs", page_size=50, **TABLE_STYLE)],
+                className="card",
+            ),
         ],
         p,
     )
@@ -56,6 +60,17 @@ def studies_state(env: ViewEnv) -> tuple[list[dict[str, Any]], list[dict[str, An
     return records(frame), columns(frame), None
 
 
+def attributes_state(env: ViewEnv, study: str | None) -> tuple[Any, ...]:
+    """The chosen study's objectives and user attributes: a title, the table's rows and columns."""
+    if not study:
+        return "Choose a study to see its objectives and attributes", [], []
+    try:
+        frame = D.study_attributes(env.storage(), study)
+    except Exception as exc:
+        return explain(exc), [], []
+    return f"Study '{study}': objectives and attributes", records(frame), columns(frame)
+
+
 def picked_study(cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> str | None:
     """The study of the clicked row (None when no row was clicked)."""
     if not cell or not rows or not 0 <= cell.get("row", -1) < len(rows):
@@ -78,6 +93,20 @@ def register_callbacks(app: Any, env: ViewEnv) -> None:
         if current != "studies":
             return no_update, no_update, no_update
         return studies_state(env)
+
+    @app.callback(
+        Output("study-attrs-title", "children"),
+        Output("study-attrs", "data"),
+        Output("study-attrs", "columns"),
+        Input("study", "value"),
+        Input("sig", "data"),
+        Input("view", "value"),
+        prevent_initial_call=True,
+    )
+    def study_attrs_view(study: str | None, _sig: str | None, current: str) -> tuple[Any, ...]:
+        if current != "studies":
+            return no_update, no_update, no_update
+        return attributes_state(env, study)
 
     @app.callback(
         Output("study", "value", allow_duplicate=True),

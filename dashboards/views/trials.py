@@ -65,7 +65,7 @@ def trials_state(env: ViewEnv, study: str | None, page: int | None, size: Any,
     if not study:
         return [], [], 1, None, message("choose a study in the list at the top", "info")
     try:
-        frame = D.trials_frame(env.storage(), study, states=STATES)
+        frame = D.trials_frame(env.storage(), study, states=STATES, attributes=True)
         shown = frame.drop(columns=_HIDDEN, errors="ignore")
         n = page_size(size)  # the client's number: clamped, never trusted
         rows, total = D.query_trials(
