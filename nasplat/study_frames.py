@@ -14,8 +14,8 @@ Reading is strictly read-only and fast enough for studies of tens of thousands o
 - trials are read with a handful of set-wise ``SELECT`` statements over Optuna's tables (trials, values,
   parameters, and only the trial attributes frames need), not one ``FrozenTrial`` at a time, and cached per
   study until the study changes (its signature: trial count, last ids and times, attribute sizes).
-  Long-lived readers (the dashboard) reuse a signature for :data:`RECENT_S`; ``fresh=True`` (the CLI and the
-  API) always reads it again, so a write just made is always seen.
+  Long-lived readers (the dashboard) reuse a signature for :data:`RECENT_S`; with ``fresh=True`` (the CLI and
+  the API) :func:`trials_frame` reads the study again, so a write just made is always seen.
 
 Every Optuna study can be read: studies that nasplat did not write (a plain Optuna study) name their
 objectives by ``study.metric_names`` (else ``objective_0``, ``objective_1``...), and
@@ -682,6 +682,10 @@ def trials_frame(
     st = open_storage(storage)
     info = study_info(st, study, fresh=fresh)
     sig = _study_signature(st, info.study_id, fresh)
+    if fresh:  # read every part again: a value changed in place to one of the same length leaves the signature
+        import time
+
+        sig = (*sig, "fresh", time.monotonic_ns())
     base = _cache.get(("base", st.url, info.study_id, sig), lambda: _read_base(st, info))
     frame = base.copy()
     ids = frame.index

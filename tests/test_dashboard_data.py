@@ -675,3 +675,26 @@ def test_any_optuna_study_reads(tmp_path: Path) -> None:
     assert D.training_frame(url, "plain").empty and D.predictor_frame(url, "plain").empty
     overview = D.studies_frame(url).set_index("study")
     assert overview.loc["plain", "status"] == "stopped" and overview.loc["plain", "hypervolume"] is not None
+
+
+def test_core_reader_sees_a_write_at_once(tmp_path: Path) -> None:
+    """nasplat.study.trials_frame reads through the cached set-wise reader, yet sees every write made just
+    before (fresh signatures): a new trial, an attribute added to a finished trial, and one changed in place."""
+    import optuna
+
+    from nasplat.study import pareto_frame, set_finished_trial_attrs, trials_frame
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    study = optuna.create_study(storage=url, study_name="fresh", directions=["maximize", "minimize"])
+    study.set_user_attr(
+        "objectives", [{"metric": "acc", "direction": "maximize"}, {"metric": "cost", "direction": "minimize"}]
+    )
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=3)
+    assert len(trials_frame(study)) == 3
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=1)
+    assert len(trials_frame(study)) == 4
+    set_finished_trial_attrs(study, 0, {"finetune:acc": 0.5})
+    assert trials_frame(study).loc[0, "finetune:acc"] == 0.5
+    set_finished_trial_attrs(study, 0, {"finetune:acc": 0.6})  # the same row, updated in place, same length
+    front, _ = pareto_frame(study, by="finetuned")
+    assert front["acc"].tolist() == [0.6] and "inherited:acc" in front
