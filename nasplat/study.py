@@ -523,29 +523,13 @@ def recover_stale_trials(study: optuna.Study, grace_s: int) -> int:
     if not ids:
         return 0
     storage = study._storage
-    retried = {  # trial number -> it has a retry already
-        t.system_attrs["retry_history"][-1]
-        for t in study.get_trials(deepcopy=False)
-        if t.system_attrs.get("retry_history")
-    }
+    retried = _retried(study)
     failed = 0
     for trial_id in ids:
         trial = storage.get_trial(trial_id)
         if trial.state != optuna.trial.TrialState.RUNNING:
             continue  # another driver got there first
-        system = {k: v for k, v in trial.system_attrs.items() if k != DRIVER_ATTR}
-        origin = system.get("failed_trial", trial.number)
-        history = [*system.get("retry_history", []), trial.number]
-        if trial.number not in retried and len(history) <= MAX_RETRIES:
-            study.add_trial(
-                optuna.create_trial(
-                    state=optuna.trial.TrialState.WAITING,
-                    params=trial.params,
-                    distributions=trial.distributions,
-                    user_attrs=trial.user_attrs,
-                    system_attrs={**system, "failed_trial": origin, "retry_history": history},
-                )
-            )
+        _queue_retry(study, trial, retried)
         try:
             if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
                 failed += 1
@@ -557,15 +541,27 @@ def recover_stale_trials(study: optuna.Study, grace_s: int) -> int:
 def requeue(study: optuna.Study, number: int) -> None:
     """Queue trial ``number`` (finished as FAIL) again with its choices, as a retry (``failed_trial``), unless it
     already has one or its retries are spent."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    _queue_retry(study, trial, _retried(study))
+
+
+def _retried(study: optuna.Study) -> set[int]:
+    """Numbers of the trials that have a retry queued or run already."""
+    return {
+        t.system_attrs["retry_history"][-1]
+        for t in study.get_trials(deepcopy=False)
+        if t.system_attrs.get("retry_history")
+    }
+
+
+def _queue_retry(study: optuna.Study, trial: Any, retried: set[int]) -> None:
+    """A WAITING copy of ``trial`` with its choices (``failed_trial`` naming the original and ``retry_history``,
+    as Optuna's retry callback writes them), unless it has one or the chain has had :data:`MAX_RETRIES`."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)
-    if any((t.system_attrs.get("retry_history") or [None])[-1] == number for t in trials):
-        return
-    trial = next(t for t in trials if t.number == number)
     system = {k: v for k, v in trial.system_attrs.items() if k != DRIVER_ATTR}
-    history = [*system.get("retry_history", []), number]
-    if len(history) > MAX_RETRIES:
+    history = [*system.get("retry_history", []), trial.number]
+    if trial.number in retried or len(history) > MAX_RETRIES:
         return
     study.add_trial(
         optuna.create_trial(
@@ -573,9 +569,10 @@ def requeue(study: optuna.Study, number: int) -> None:
             params=trial.params,
             distributions=trial.distributions,
             user_attrs=trial.user_attrs,
-            system_attrs={**system, "failed_trial": system.get("failed_trial", number), "retry_history": history},
+            system_attrs={**system, "failed_trial": system.get("failed_trial", trial.number), "retry_history": history},
         )
     )
+    retried.add(trial.number)
 
 
 def fail_silent_trials(study: optuna.Study, grace_s: int) -> int:
