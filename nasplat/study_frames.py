@@ -696,8 +696,9 @@ def trials_frame(
             continue
         frame[col] = _attr_column(st, info, sig, key).reindex(ids).to_numpy()
         metric_cols.append(col)
-    for key, col in ((R.ARCH_STRING, "arch"), (R.ARCH_KEY, "arch_key")):
-        frame[col] = _attr_column(st, info, sig, key).reindex(ids).to_numpy() if identity else None
+    for key, col in ((R.ARCH_STRING, "arch"), (R.ARCH_KEY, "arch_key")):  # text, None where there is none
+        values = _attr_column(st, info, sig, key).reindex(ids).astype(object) if identity else None
+        frame[col] = values.where(values.notna(), None).to_numpy() if values is not None else None
     param_cols: list[str] = []
     if params:
         decoded = _cache.get(("params", st.url, info.study_id, sig), lambda: _read_params(st, info))
@@ -983,7 +984,7 @@ def _pareto(st: Storage, info: StudyInfo, study: str, axes: list[str], constrain
     wanted = list(dict.fromkeys([*axes, *(constraints or {})]))
     missing = [a for a in wanted if a not in trials.columns] if not trials.empty else []
     if missing:
-        raise NasplatError(
+        raise StudyError(
             f"study '{study}' has no metric '{', '.join(missing)}'; it has: {', '.join(metric_columns(trials))}"
         )
     cols = list(dict.fromkeys(["trial", "arch", *axes, *(constraints or {})]))
