@@ -31,6 +31,36 @@ def default_run(out_dir: Path, **overrides: Any) -> dict[str, Any]:
     return run
 
 
+def pick_real_knee(study: Any, front: Any) -> Any:
+    """The knee of the front among the networks that learn something in their searchable part: more parameters
+    than the space's smallest architecture (a cell of only skips and zeros computes the identity, whatever its
+    accuracy). Falls back to the plain knee when no front member does."""
+    import optuna
+
+    from nasplat import registry
+    from nasplat.errors import NasplatError
+    from nasplat.pareto import knee_index
+    from nasplat.results import pick_trial, study_space
+    from nasplat.study import objective_names
+
+    try:
+        space = study_space(study)
+        cost = registry.build("cost_model", "analytical")
+        smallest = space.family.extremes(space)[1]
+        floor = cost.estimate(space, smallest)["params_count"]
+    except NasplatError:
+        return pick_trial(study, "knee")
+    real = front[[cost.estimate(space, space.from_key(str(k)))["params_count"] > floor for k in front["arch_key"]]]
+    if real.empty:
+        return pick_trial(study, "knee")
+    names = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    number = int(real.iloc[knee_index(real[names].to_numpy(dtype=float), directions)]["trial"])
+    return next(
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number == number
+    )
+
+
 def run_quickstart(
     out_dir: Path,
     *,
@@ -39,7 +69,7 @@ def run_quickstart(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train, search, print the front, export the knee trial; returns where everything is."""
-    from nasplat.results import export_trial, front_table, pick_trial
+    from nasplat.results import export_trial, front_table
     from nasplat.runfile import load_run
     from nasplat.search import run_search
     from nasplat.study import load_study, make_storage, pareto_frame
@@ -58,7 +88,7 @@ def run_quickstart(
     front, _ = pareto_frame(study)
     console.print(front_table(study, front, f"Pareto front ({len(front)} of {result.completed} trials)"))
 
-    trial = pick_trial(study, "knee")
+    trial = pick_real_knee(study, front)
     bundle = export_trial(study, trial, out_dir / "bundle", overwrite=True)
     summary = {
         "run_file": run_file,

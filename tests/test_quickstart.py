@@ -38,6 +38,15 @@ def test_tiny_quickstart_end_to_end_and_continue(tmp_path: Path) -> None:
     assert max(t.values[0] for t in complete) > 40.0
     front, _ = pareto_frame(study)
     assert 1 <= len(front) <= 12
+    # the exported network learns something in its cells: more parameters than the space's smallest cell
+    from nasplat import registry
+    from nasplat.results import study_space
+
+    space, cost = study_space(study), registry.build("cost_model", "analytical")
+    exported = next(t for t in complete if t.number == summary["exported_trial"])
+    floor = cost.estimate(space, space.family.extremes(space)[1])["params_count"]
+    if any(cost.estimate(space, space.from_key(k))["params_count"] > floor for k in front["arch_key"]):
+        assert cost.estimate(space, space.from_key(exported.user_attrs["arch_key"]))["params_count"] > floor
 
     bundle = Path(summary["bundle"])
     for name in (
