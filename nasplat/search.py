@@ -387,9 +387,10 @@ class Heartbeat:
 
 def _sqlite_folder(url: str) -> str | None:
     """The folder of a SQLite storage's file (what a copied study's paths are relocated against)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return str(Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent)
+    from nasplat.check import sqlite_path
+
+    path = sqlite_path(url)
+    return None if path is None else str(path.resolve().parent)
 
 
 def _clock(seconds: float) -> str:

@@ -573,16 +573,21 @@ def _attr_keys(storage: Storage, info: StudyInfo, sig: tuple[Any, ...]) -> list[
     return _cache.get(("keys", storage.url, info.study_id, sig), read)  # type: ignore[no-any-return]
 
 
+def _attr_rows(storage: Storage, info: StudyInfo, key: str) -> list[tuple[Any, ...]]:
+    """``(trial_id, value_json)`` of one trial attribute over the study."""
+    return _rows(
+        storage,
+        "SELECT a.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
+        f"ON a.trial_id = t.trial_id AND a.key = {_quote(key)} WHERE t.study_id = :sid",
+        {"sid": info.study_id},
+    )
+
+
 def _attr_column(storage: Storage, info: StudyInfo, sig: tuple[Any, ...], key: str) -> pd.Series:
     """One trial attribute over the study (raw JSON text), indexed by trial_id."""
 
     def read() -> pd.Series:
-        rows = _rows(
-            storage,
-            "SELECT a.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
-            f"ON a.trial_id = t.trial_id AND a.key = {_quote(key)} WHERE t.study_id = :sid",
-            {"sid": info.study_id},
-        )
+        rows = _attr_rows(storage, info, key)
         if not rows:
             return pd.Series(dtype=object)
         ids, values = zip(*rows, strict=True)
@@ -620,12 +625,7 @@ def _other_attr_column(storage: Storage, info: StudyInfo, sig: tuple[Any, ...], 
     """One other trial attribute over the study, decoded: numbers as numbers, anything else as text."""
 
     def read() -> pd.Series:
-        rows = _rows(
-            storage,
-            "SELECT a.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
-            f"ON a.trial_id = t.trial_id AND a.key = {_quote(key)} WHERE t.study_id = :sid",
-            {"sid": info.study_id},
-        )
+        rows = _attr_rows(storage, info, key)
         values = {}
         for trial_id, text in rows:
             v = _json(text)
