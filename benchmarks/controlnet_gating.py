@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasplat.data import DataSpec, load_splits
+from nasplat.datasets import DataSpec, load_splits
 from nasplat.pareto import non_dominated_mask
-from nasplat.runfile import parse_run
-from nasplat.search import make_estimator, run_search
+from nasplat.search import make_estimator, parse_run, run_search
 from nasplat.space import load_space
 from nasplat.study import METRIC_PREFIX, load_study, make_storage
-from nasplat.training import TrainSettings, train_supernet
+from nasplat.train import TrainSettings, train_supernet
 from nasplat_estimators.analytical import count_costs
 from nasplat_search_spaces.controlnet import base_path, train_base
 
@@ -196,7 +195,8 @@ def train_control_adam(
     Writes a checkpoint folder ``load_checkpoint`` reads; returns it and the loss history."""
     from safetensors.torch import save_file
 
-    from nasplat.training import CHECKPOINT_FORMAT, derive_seed
+    from nasplat.model import CHECKPOINT_FORMAT
+    from nasplat.seeds import derive_seed
 
     space = supernet.space
     params = [p for p in supernet.parameters() if p.requires_grad]

@@ -61,7 +61,7 @@ def build_storage(folder: Path, n_trials: int, seed: int = 0) -> str:
     from optuna.distributions import CategoricalDistribution, distribution_to_json
     from optuna.storages._rdb import models
 
-    from nasplat.samplers import make_sampler
+    from nasplat.search import make_sampler
     from nasplat.space import load_space
     from nasplat.study import METRIC_PREFIX, make_storage, open_study
     from nasplat_dashboards.demo import DEMO_SPACE

@@ -31,8 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_study(args: argparse.Namespace) -> tuple[str, str, dict[str, float]]:
-    from nasplat.runfile import parse_run
-    from nasplat.search import run_search
+    from nasplat.search import parse_run, run_search
 
     run = {
         "space": "nb201-cifar-cpu",

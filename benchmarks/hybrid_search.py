@@ -1,7 +1,7 @@
 """Hybrid CNN-transformer family on Fashion-MNIST: supernet training, a latency-aware search, fine-tuned finalists.
 
 1. Train the ``hybrid-cpu`` supernet with the sandwich rule (largest, smallest and 2 random paths per step, the
-   largest teaching the others by in-place distillation) in one process (``nasplat.training.train_supernet``).
+   largest teaching the others by in-place distillation) in one process (``nasplat.train.train_supernet``).
 2. Search it with NSGA-II (``nasplat.search.run_search``): accuracy inherited from the supernet (BN recalibrated)
    on the validation split, up; ``latency_ms`` of the extracted network measured on this machine (cost model
    ``measured``: PyTorch eager, 1 thread, batch 1, median of 30 runs), down.
@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from nasplat.data import ArrayDataset, DataSpec, load_dataset, load_splits
+from nasplat.datasets import ArrayDataset, DataSpec, load_dataset, load_splits
+from nasplat.model import evaluate_subnet, load_checkpoint, recalibrate_bn
 from nasplat.pareto import non_dominated_mask
-from nasplat.runfile import parse_run
-from nasplat.search import run_search
+from nasplat.search import parse_run, run_search
 from nasplat.space import load_space
 from nasplat.study import load_study, make_storage, trials_frame
-from nasplat.training import TrainSettings, evaluate_subnet, load_checkpoint, recalibrate_bn, train_supernet
+from nasplat.train import TrainSettings, train_supernet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -82,7 +82,7 @@ def save_json(path: Path, data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------------ models
 def run_models(args: argparse.Namespace) -> None:
-    from nasplat.predictor import encode, make_predictor, prediction_quality
+    from nasplat.measure import encode, make_predictor, prediction_quality
 
     space, archs, y = load_table(args)
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def run_models(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------------------ proxies
 def run_proxies(args: argparse.Namespace) -> None:
-    from nasplat.predictor import make_predictor, prediction_quality
+    from nasplat.measure import make_predictor, prediction_quality
     from nasplat_predictors.zero_cost import PROXIES, ZeroCostSettings, proxy_features
 
     space, archs, y = load_table(args)

@@ -62,7 +62,7 @@ def integer_ops(path: Path, tmp: Path) -> dict[str, int]:
     import onnx
     import onnxruntime as ort
 
-    from nasplat.onnx_qdq import INTEGER_OPS
+    from nasplat.export import INTEGER_OPS
 
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp / f"{path.stem}.optimized.onnx")
@@ -81,7 +81,7 @@ def ort_quantize_static(float_module: Any, example: torch.Tensor, calibration: l
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from nasplat.export import _torch_onnx
+    from nasplat.export._bundle import _torch_onnx
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -114,9 +114,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import nasplat_search_spaces  # noqa: F401 - registers the families
-    from nasplat.data import DataSpec, load_dataset, load_splits
-    from nasplat.export import _torch_onnx, calibration_inputs, export_bundle, preprocessing_for
-    from nasplat.onnx_qdq import declared_layers, write_qdq_onnx
+    from nasplat.datasets import DataSpec, load_dataset, load_splits
+    from nasplat.export import calibration_inputs, declared_layers, export_bundle, preprocessing_for, write_qdq_onnx
+    from nasplat.export._bundle import _torch_onnx
     from nasplat.space import load_space
 
     out = Path(args.out)

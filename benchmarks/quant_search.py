@@ -59,13 +59,13 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     import nasplat_search_spaces  # noqa: F401 - registers the families
-    from nasplat.data import DataSpec, load_dataset, load_splits
+    from nasplat.datasets import DataSpec, load_dataset, load_splits
     from nasplat.export import export_bundle
-    from nasplat.runfile import parse_run
-    from nasplat.search import run_search
+    from nasplat.model import evaluate_subnet, load_checkpoint, recalibrate_bn
+    from nasplat.search import parse_run, run_search
+    from nasplat.seeds import derive_seed
     from nasplat.space import load_space
     from nasplat.study import load_study, make_storage
-    from nasplat.training import derive_seed, evaluate_subnet, load_checkpoint, recalibrate_bn
     from nasplat_estimators.analytical import AnalyticalCostModel
     from nasplat_estimators.roofline import RooflineCostModel
 

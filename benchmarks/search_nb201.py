@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nasplat.bench import BenchObjective, parse_seeds, run_tabular
 from nasplat.pareto import hypervolume, non_dominated_mask
+from nasplat.search import BenchObjective, parse_seeds, run_tabular
 from nasplat.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,7 +44,7 @@ OP_TO_TABLE = {
     "avg_pool_3x3": "avg_pool_3x3",
 }
 N_NODES = 4  # input node 0, intermediate nodes 1-2, output node 3
-PROPOSALS_PER_BUDGET = 20  # the same cap on repeated proposals as nasplat.bench.run_tabular
+PROPOSALS_PER_BUDGET = 20  # the same cap on repeated proposals as nasplat.search.run_tabular
 
 
 def arch_string(sample: dict[str, Any]) -> str:

@@ -60,9 +60,10 @@ def ranking(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def run_strategy(name: str, args: argparse.Namespace, cells: list[Any], truth: np.ndarray, out: Path) -> dict[str, Any]:
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
+    from nasplat.model import evaluate_subnet
     from nasplat.space import load_space
-    from nasplat.training import TrainSettings, evaluate_subnet, train_supernet
+    from nasplat.train import TrainSettings, train_supernet
 
     space = load_space("nb201-cifar-cpu")
     data = DataSpec(name="cifar10", root=str(data_dir(args.data_dir)), n_train=args.n_train, n_val=args.n_val, seed=0)

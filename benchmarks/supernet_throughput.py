@@ -56,7 +56,7 @@ def sharing(
     space_name: str, device: torch.device, batch: int, n_archs: int, steps: int, precision: str
 ) -> dict[str, Any]:
     from nasplat.space import load_space
-    from nasplat.training import PathsLoss
+    from nasplat.train import PathsLoss
 
     space = load_space(space_name)
     macro: Any = space.macro
@@ -121,10 +121,9 @@ def sharing(
 
 def workers(space_name: str, dataset: str, n_train: int, batch: int, epochs: int) -> dict[str, Any]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from nasplat.data import DataSpec
-    from nasplat.distributed_train import train_supernet_ray
+    from nasplat.datasets import DataSpec
     from nasplat.space import load_space
-    from nasplat.training import TrainSettings
+    from nasplat.train import TrainSettings, train_supernet_ray
 
     space = load_space(space_name)
     data = DataSpec(name=dataset, n_train=n_train, n_val=500, batch_size=batch)
@@ -155,7 +154,7 @@ def nccl_step(space_name: str) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     from nasplat.space import load_space
-    from nasplat.training import PathsLoss
+    from nasplat.train import PathsLoss
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")

@@ -1,11 +1,11 @@
 """Data for the dashboards: what the views show, as pandas DataFrames and frozen records, read-only.
 
-Studies are read by the core's one reader, :mod:`nasplat.study_frames` (storages opened read-only, trials
+Studies are read by the core's one reader, :mod:`nasplat.study.frames` (storages opened read-only, trials
 read set-wise and cached; its names are re-exported here for the views); this module adds what only the
 dashboard shows: one architecture with its description, supernet training and predictor quality, the trials
 table's server-side filtering, and export. The figure functions in :mod:`.figures` only draw what these return.
 
-Attributes read besides the trial frames (all written by nasplat, named by :mod:`nasplat.study_record`):
+Attributes read besides the trial frames (all written by nasplat, named by :mod:`nasplat.study.record`):
 the study's ``supernet:epoch:NNNN`` rows (supernet training; else the ``history`` of the supernet checkpoint
 the study names, when that folder is readable), ``predictor_quality`` (what a guided sampler measured of its
 predictor), and trials' ``predicted:<metric>`` (its estimates), ``provenance``.
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nasplat import study_record as R
 from nasplat.errors import NasplatError
-from nasplat.study_frames import (
+from nasplat.study import record as R
+from nasplat.study.frames import (
     PARAM_PREFIX,
     RUNNING_WINDOW_S,
     Constraints,
@@ -59,7 +59,7 @@ from nasplat.study_frames import (
     trial_attrs,
     trials_frame,
 )
-from nasplat.study_record import PREDICTED_PREFIX
+from nasplat.study.record import PREDICTED_PREFIX
 
 __all__ = [
     "PARAM_PREFIX",
@@ -226,7 +226,7 @@ def _describe(info: StudyInfo, arch_key: Any, choices: pd.DataFrame) -> tuple[di
 # --------------------------------------------------------------------------------------------------------------
 # supernet training and predictor quality
 
-#: the study attribute where a guided sampler appends its predictor's quality (see nasplat.evolution)
+#: the study attribute where a guided sampler appends its predictor's quality (see nasplat.search._evolution)
 PREDICTOR_QUALITY = "predictor_quality"
 
 
@@ -426,11 +426,11 @@ def bundle_zip(bundle: Path) -> bytes:
 
 
 def run_export(storage: Storage | str, study: str, trial: int, out_dir: Path, *, overwrite: bool = False) -> Path:
-    """Export trial ``trial`` through :func:`nasplat.results.export_trial`, reading the storage read-only."""
+    """Export trial ``trial`` through :func:`nasplat.export.export_trial`, reading the storage read-only."""
     import optuna
     import sqlalchemy.exc
 
-    from nasplat.results import export_trial, pick_trial
+    from nasplat.export import export_trial, pick_trial
 
     st = open_storage(storage)
     study_info(st, study)  # unknown or unreadable studies fail here, readably

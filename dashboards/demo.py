@@ -89,8 +89,7 @@ def write_demo_search(
     log: Callable[[str], None] | None = None,
 ) -> str:
     """Run the demo searches into one storage under ``folder``; returns the storage URL."""
-    from nasplat.runfile import parse_run
-    from nasplat.search import run_search
+    from nasplat.search import parse_run, run_search
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)

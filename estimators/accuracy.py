@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nasplat.errors import NasplatError
-from nasplat.estimator import Estimator
-from nasplat.inherit import Calibration
+from nasplat.measure import Estimator
+from nasplat.model import Calibration
 from nasplat.registry import register
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nasplat.architecture import Architecture
-    from nasplat.data import DataSpec
-    from nasplat.space import SearchSpace
+    from nasplat.datasets import DataSpec
+    from nasplat.space import Architecture, SearchSpace
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -42,11 +41,11 @@ class SupernetEstimator(Estimator):
     """Metrics of subnets with weights inherited from a trained supernet.
 
     The supernet is built from the space (``space.family.build_supernet``) and the checkpoint (a checkpoint
-    folder or a training run folder) and the data splits (``nasplat.data.load_splits(data)``) are loaded once.
+    folder or a training run folder) and the data splits (``nasplat.datasets.load_splits(data)``) are loaded once.
     A checkpoint trained on images of another shape or class count than ``data``'s, or a damaged one, is refused
     with a NasplatError before any evaluation.
     ``evaluate`` recalibrates BatchNorm on ``calib_batches`` batches of the train split, then measures the
-    family's task metrics on the whole validation split, per architecture (``nasplat.training.evaluate_subnet``).
+    family's task metrics on the whole validation split, per architecture (``nasplat.model.evaluate_subnet``).
     """
 
     name: ClassVar[str] = "supernet"
@@ -61,8 +60,8 @@ class SupernetEstimator(Estimator):
         calib_batches: int = 10,
         seed: int = 0,
     ) -> None:
-        from nasplat.data import load_splits
-        from nasplat.training import check_checkpoint_data, load_checkpoint, read_checkpoint_state, resolve_checkpoint
+        from nasplat.datasets import load_splits
+        from nasplat.model import check_checkpoint_data, load_checkpoint, read_checkpoint_state, resolve_checkpoint
 
         if eval_batch_size < 1:
             raise NasplatError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
@@ -91,7 +90,7 @@ class SupernetEstimator(Estimator):
         return dict(space.family.task(space).metrics)
 
     def evaluate(self, archs: Sequence[Architecture]) -> list[dict[str, float]]:
-        from nasplat.training import evaluate_subnet
+        from nasplat.model import evaluate_subnet
 
         out = []
         for arch in archs:

@@ -1,6 +1,6 @@
 """Analytical cost model: counts MACs, parameters, memory and bit operations from layer records alone.
 
-No network is built: the family describes an architecture as a list of :class:`~nasplat.costs.LayerRecord`
+No network is built: the family describes an architecture as a list of :class:`~nasplat.measure.LayerRecord`
 (``space.family.layers(space, arch)``) and :func:`count_costs` adds up closed-form counts per layer.
 Every count is for one sample (batch 1) and independent of the device.
 
@@ -34,7 +34,7 @@ A record may override its own counts through ``extra`` with ``("macs", n)`` and 
 for ops whose cost the closed forms above do not capture.
 
 Per-layer costs are cached by the record's configuration (everything but its name: the same information as
-:attr:`~nasplat.costs.LayerRecord.config_key`) and by record object (families such as the cell family share
+:attr:`~nasplat.measure.LayerRecord.config_key`) and by record object (families such as the cell family share
 immutable records between architectures, so a network is then counted with C-level look-ups), and the totals
 are cached per architecture, so repeated and similar architectures cost a dictionary look-up. Records are
 frozen; one changed in place after it was counted (``object.__setattr__``) keeps its cached cost.
@@ -46,13 +46,12 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import TYPE_CHECKING, ClassVar
 
-from nasplat.costs import FORMAT_BITS, LAYER_OPS, CostModel, LayerRecord
 from nasplat.errors import NasplatError
+from nasplat.measure import FORMAT_BITS, LAYER_OPS, CostModel, LayerRecord
 from nasplat.registry import register
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 #: The metrics :func:`count_costs` and :class:`AnalyticalCostModel` return, in this order.
 METRICS: tuple[str, ...] = (

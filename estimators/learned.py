@@ -1,7 +1,7 @@
 """Learned latency model: per-layer features, pre-trained on other devices, adapted from a few measurements.
 
 A network's latency on most devices is close to a sum over its layers plus a fixed cost, so the model is linear
-in **per-layer features**: for each distinct layer configuration (:attr:`~nasplat.costs.LayerRecord.config_key`)
+in **per-layer features**: for each distinct layer configuration (:attr:`~nasplat.measure.LayerRecord.config_key`)
 of a space, how many times the network uses it (:func:`layer_features`). Its coefficients are a *learned
 lookup table* (milliseconds per use of each layer configuration) plus an intercept (the per-network overhead).
 
@@ -33,20 +33,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasplat.errors import NasplatError
-from nasplat.predictor import (
-    Predictor,
-    check_space,
-    check_training_data,
-    read_manifest,
-    space_record,
-    write_manifest,
-)
+from nasplat.measure import Predictor, check_space, check_training_data, read_manifest, space_record, write_manifest
 from nasplat.registry import register
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.costs import LayerRecord
-    from nasplat.space import SearchSpace
+    from nasplat.measure import LayerRecord
+    from nasplat.space import Architecture, SearchSpace
 
 ConfigKey = tuple[object, ...]
 

@@ -1,7 +1,7 @@
 """Lookup-table cost model: per-layer latencies measured on this machine, summed, plus a learned overhead.
 
 ``nasplat profile --space SPACE --device NAME`` (:func:`build_table`) collects every distinct layer
-configuration of a space (:attr:`~nasplat.costs.LayerRecord.config_key`: everything but the layer's name),
+configuration of a space (:attr:`~nasplat.measure.LayerRecord.config_key`: everything but the layer's name),
 builds each as a single PyTorch module and times it in isolation on this machine (fixed threads, warm-up,
 median of repeated blocks). It then times a few whole networks of the space (seeded sample) and fits the
 per-network overhead that the layer sum misses (Python dispatch between modules, allocations)::
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from nasplat.costs import CostModel, LayerRecord
 from nasplat.errors import NasplatError
+from nasplat.measure import CostModel, LayerRecord
 from nasplat.registry import register
 
 from .measured import (
@@ -51,8 +51,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 #: Environment variable naming the folder of lookup tables.
 TABLE_DIR_ENV = "NASPLAT_LUT_DIR"
@@ -78,7 +77,7 @@ def default_table_dir() -> Path:
     env = os.environ.get(TABLE_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    from nasplat.data import cache_dir
+    from nasplat.datasets import cache_dir
 
     return cache_dir() / "lut"
 

@@ -30,17 +30,16 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nasplat.costs import CostModel
 from nasplat.errors import NasplatError
+from nasplat.measure import CostModel
 from nasplat.registry import register
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
-    from nasplat.supernet import Supernet
+    from nasplat.model import Supernet
+    from nasplat.space import Architecture, SearchSpace
 
 #: The name this machine answers to in every model that measures on it.
 LOCAL_DEVICE = "local-cpu"

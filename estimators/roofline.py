@@ -31,16 +31,15 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nasplat.costs import FORMAT_BITS, CostModel, LayerRecord
 from nasplat.errors import NasplatError, SpecError
+from nasplat.measure import FORMAT_BITS, CostModel, LayerRecord
 from nasplat.registry import register
 from nasplat.space import read_yaml_mapping, register_schema, spec_error_from_validation
 
 from .analytical import layer_costs
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 #: Where the shipped device profiles live.
 DEVICES_DIR = Path(__file__).parent / "devices"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from nasplat.api import (
+from nasplat._api import (
     components,
     export_trial,
     load_run,
@@ -26,9 +26,8 @@ from nasplat.api import (
     train_supernet,
     trials,
 )
-from nasplat.architecture import Architecture
 from nasplat.errors import NasplatError, SpecError
-from nasplat.space import SearchSpace, list_spaces, load_space
+from nasplat.space import Architecture, SearchSpace, list_spaces, load_space
 
 __all__ = [
     "Architecture",

@@ -26,9 +26,9 @@ T = TypeVar("T")
 #: Core modules that register components of a role, imported the first time that role is asked for (so
 #: ``import nasplat`` stays light and every role lists its core components without the caller importing them).
 CORE_MODULES: dict[str, tuple[str, ...]] = {
-    "sampler": ("nasplat.samplers", "nasplat.evolution"),
-    "strategy": ("nasplat.training",),
-    "dataset": ("nasplat.data",),
+    "sampler": ("nasplat.search._samplers", "nasplat.search._evolution"),
+    "strategy": ("nasplat.train._strategies",),
+    "dataset": ("nasplat.datasets",),
 }
 _core_loaded: set[str] = set()
 

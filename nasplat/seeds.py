@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# supernet training (nasplat.training)
+# supernet training (nasplat.train)
 TRAIN_DATA = 0  # index: epoch -> shuffling and augmentation of that epoch
 TRAIN_PATHS = 1  # index: worker rank -> the path sampler's Generator
 TASK = 2  # the task's torch Generator (index: step * 1000 + rank while training; 0 for BN recalibration)
@@ -18,7 +18,7 @@ PROGRESS = 3  # which subnets the per-epoch progress evaluation measures
 FINETUNE_INIT = 20  # index: trial number -> fresh weights of a from-scratch finalist
 FINETUNE_DATA = 21  # index: finalist, then epoch
 FINETUNE_STEP = 22  # index: step -> the task's torch Generator
-# search drivers (nasplat.search / nasplat.samplers)
+# search drivers (nasplat.search / nasplat.search._samplers)
 SAMPLER = 30  # index: driver -> a sampler's seed, so resumed and parallel drivers do not replay proposals
 
 TABLE: dict[str, int] = {name: value for name, value in globals().items() if name.isupper() and isinstance(value, int)}

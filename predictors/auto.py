@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasplat.errors import NasplatError
-from nasplat.predictor import (
+from nasplat.measure import (
     Predictor,
     check_extra,
     check_space,
@@ -47,8 +47,7 @@ from nasplat.registry import register
 from .models import EncodedPredictor, choose_transform, default_encoder
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 Candidate = dict[str, Any]  # {"model": name, "params": {...}}
 
@@ -58,7 +57,7 @@ def default_candidates(space: SearchSpace, zero_cost: bool = False) -> list[Cand
     the wide path encoding) at a lower capacity; the rank-loss MLP ensemble and the Gaussian process on the
     compact encoding. With ``zero_cost``, every encoding also gets the zero-cost proxies (encoder ``zc``).
     Canonicalisation is decided by :class:`AutoPredictor`."""
-    from nasplat.predictor import supported_encoders
+    from nasplat.measure import supported_encoders
 
     full = default_encoder(space)
     compact = "+".join(e for e in full.split("+") if e != "path") or full

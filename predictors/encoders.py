@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasplat.errors import NasplatError
-from nasplat.predictor import Encoder
+from nasplat.measure import Encoder
 from nasplat.registry import register
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 _ROW_CACHE: dict[tuple[str, str, Architecture], np.ndarray] = {}
 _ROW_CACHE_MAX = 400_000

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasplat.errors import NasplatError
-from nasplat.predictor import (
+from nasplat.measure import (
     Predictor,
     check_extra,
     check_space,
@@ -35,8 +35,7 @@ from nasplat.predictor import (
 from nasplat.registry import register
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 #: The encoders ``encoder="default"`` combines, in this order, keeping those the space supports.
 DEFAULT_ENCODERS: tuple[str, ...] = ("path", "pathstats", "onehot", "costs")
@@ -45,7 +44,7 @@ TRANSFORMS = ("auto", "none", "log")
 
 def default_encoder(space: SearchSpace) -> str:
     """``path+pathstats+onehot+costs``, without the encoders ``space`` does not support."""
-    from nasplat.predictor import supported_encoders
+    from nasplat.measure import supported_encoders
 
     ok = set(supported_encoders(space))
     return "+".join(e for e in DEFAULT_ENCODERS if e in ok) or "onehot"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasplat.errors import NasplatError
-from nasplat.predictor import (
+from nasplat.measure import (
     Encoder,
     Predictor,
     check_extra,
@@ -50,8 +50,7 @@ from nasplat.registry import register
 if TYPE_CHECKING:
     import torch
 
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 #: Every proxy, in the order features and reports use.
 PROXIES: tuple[str, ...] = ("params", "macs", "synflow", "grad_norm", "snip", "naswot")
@@ -105,7 +104,7 @@ class ZeroCostProxies:
                 x = torch.randn((s.batch_size, *shape), generator=g)
                 y = torch.randint(0, classes, (s.batch_size,), generator=g)
             else:
-                from nasplat.data import load_dataset
+                from nasplat.datasets import load_dataset
 
                 ds = load_dataset(s.data, "train")
                 if ds.input_shape != shape:

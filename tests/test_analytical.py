@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from nasplat import registry
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError
+from nasplat.measure import LayerRecord
 from nasplat.space import SearchSpace, load_space
 from nasplat_estimators.analytical import METRICS, AnalyticalCostModel, count_costs
 

@@ -184,10 +184,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (one-step) checkpoint of the tiny cell space, so that only the table is wrong."""
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
     from nasplat.space import load_space
-    from nasplat.train_settings import TrainSettings
-    from nasplat.training import train_supernet
+    from nasplat.train import TrainSettings, train_supernet
 
     space = load_space(REPO / SPACE)
     train, _ = load_splits(DataSpec(name="digits", n_val=100))

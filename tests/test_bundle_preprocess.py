@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import nasplat_search_spaces  # noqa: F401 - registers the families
-from nasplat.data import FASHION_MNIST_DEFAULT_DIR, ArrayDataset, load_dataset
+from nasplat.datasets import FASHION_MNIST_DEFAULT_DIR, ArrayDataset, load_dataset
 from nasplat.errors import NasplatError
 from nasplat.export import ExportResult, Preprocessing, export_bundle, preprocessing_for
 from nasplat.space import SearchSpace, load_space
@@ -196,7 +196,7 @@ def test_preprocessing_must_fit_the_network(tmp_path: Path) -> None:
 
 
 def test_no_preprocessing_for_inputs_that_are_not_the_images() -> None:
-    from nasplat.task import ClassificationTask
+    from nasplat.model import ClassificationTask
 
     class Noisy(ClassificationTask):
         def model_inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
@@ -214,7 +214,7 @@ def test_no_preprocessing_for_inputs_that_are_not_the_images() -> None:
 @pytest.fixture(scope="module")
 def trial_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
     """A real one-shot search on digits (a tiny supernet, one epoch), its best trial exported."""
-    from nasplat.results import export_trial, pick_trial
+    from nasplat.export import export_trial, pick_trial
     from nasplat_dashboards.demo import DemoStudy, write_demo_search
 
     folder = tmp_path_factory.mktemp("study")
@@ -234,7 +234,7 @@ def test_trial_bundle_in_plain_pytorch(trial_bundle: tuple[Path, Any], tmp_path:
     digits image, and gets the logits the bundle's model gives the training pipeline's tensor of it."""
     from sklearn.datasets import load_digits
 
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
 
     bundle, study = trial_bundle
     doc = json.loads((bundle / "preprocess.json").read_text())

@@ -17,10 +17,9 @@ import torch
 import yaml
 from torch import nn
 
-from nasplat.architecture import Architecture
 from nasplat.errors import NasplatError, SpecError
-from nasplat.space import SearchSpace, load_space, parse_space
-from nasplat.task import ClassificationTask
+from nasplat.model import ClassificationTask
+from nasplat.space import Architecture, SearchSpace, load_space, parse_space
 from nasplat_search_spaces.cell import EDGE_LABELS, CellFamily, CellSupernet
 from nasplat_search_spaces.cell.family import live_edges, ops_of, signature
 

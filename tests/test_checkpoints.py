@@ -55,8 +55,7 @@ def run_spec(run_dir: Path, **over: Any) -> dict[str, Any]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A supernet run folder as the run file below leaves it when stopped after epoch 2 of 3 (epoch-0001,
     epoch-0002, latest): trained through the same code path as ``nasplat train-supernet --in-process``."""
-    from nasplat.runfile import parse_run
-    from nasplat.search import prepare_supernet
+    from nasplat.search import parse_run, prepare_supernet
 
     root = tmp_path_factory.mktemp("ckpt")
 
@@ -160,7 +159,7 @@ def make_legacy(ckpt: Path) -> None:
 
 
 def test_checkpoint_records_digests_and_the_data_it_was_trained_on(trained: Path) -> None:
-    from nasplat.training import file_sha256
+    from nasplat.model import file_sha256
 
     for ckpt in (trained / "checkpoints" / "epoch-0001", trained / "checkpoints" / "epoch-0002"):
         state = json.loads((ckpt / "state.json").read_text())
@@ -205,7 +204,7 @@ def test_latest_naming_nothing_evaluate_uses_the_newest_and_says_so(run_dir: Pat
 
 
 def test_dangling_latest_link_is_recovered(run_dir: Path) -> None:
-    from nasplat.training import resolve_checkpoint
+    from nasplat.model import resolve_checkpoint
 
     root = ckpts(run_dir)
     (root / "latest").unlink()
@@ -246,7 +245,7 @@ def test_damaged_checkpoint_resume_falls_back_to_the_one_before(run_dir: Path) -
     assert sorted(p.name for p in root.iterdir()) == [
         "epoch-0001", "epoch-0002", "epoch-0002.damaged", "epoch-0003", "latest",
     ]  # fmt: skip
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
 
     space = load_space(SPACE)
     assert load_checkpoint(space.family.build_supernet(space), run_dir / "supernet")["epochs_done"] == 3
@@ -254,8 +253,7 @@ def test_damaged_checkpoint_resume_falls_back_to_the_one_before(run_dir: Path) -
 
 
 def test_every_checkpoint_damaged_refuses_to_resume_and_keeps_them(run_dir: Path) -> None:
-    from nasplat.runfile import parse_run
-    from nasplat.search import prepare_supernet
+    from nasplat.search import parse_run, prepare_supernet
 
     root = ckpts(run_dir)
     for name in ("epoch-0001", "epoch-0002"):
@@ -269,9 +267,8 @@ def test_every_checkpoint_damaged_refuses_to_resume_and_keeps_them(run_dir: Path
 
 
 def test_damaged_state_or_optimizer(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nasplat.runfile import parse_run
-    from nasplat.search import prepare_supernet
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
+    from nasplat.search import parse_run, prepare_supernet
 
     space = load_space(SPACE)
     root = ckpts(run_dir)
@@ -295,7 +292,7 @@ def test_damaged_state_or_optimizer(run_dir: Path, capsys: pytest.CaptureFixture
 
 
 def test_checkpoints_without_digests_still_load_but_not_with_nan(run_dir: Path) -> None:
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
 
     space = load_space(SPACE)
     ckpt = ckpts(run_dir) / "epoch-0002"
@@ -308,7 +305,7 @@ def test_checkpoints_without_digests_still_load_but_not_with_nan(run_dir: Path) 
 
 def test_old_ray_checkpoint_is_checked_against_its_replica_digest(run_dir: Path) -> None:
     """Ray Train checkpoints written before ``weights_digest`` carry the replicas' digest of their last epoch."""
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
 
     space = load_space(SPACE)
     ckpt = ckpts(run_dir) / "epoch-0002"
@@ -329,7 +326,7 @@ def test_old_ray_checkpoint_is_checked_against_its_replica_digest(run_dir: Path)
 
 
 def _fashion_mnist() -> None:
-    from nasplat.data import load_dataset
+    from nasplat.datasets import load_dataset
 
     try:
         load_dataset("fashion_mnist", "test")
@@ -363,8 +360,8 @@ def test_evaluate_on_other_data_is_refused(run_dir: Path, tmp_path: Path) -> Non
 
 def test_old_checkpoint_is_checked_against_the_spaces_declared_shape(run_dir: Path) -> None:
     from nasplat import registry
-    from nasplat.data import ArrayDataset, DataSpec
-    from nasplat.training import check_checkpoint_data, read_checkpoint_state
+    from nasplat.datasets import ArrayDataset, DataSpec
+    from nasplat.model import check_checkpoint_data, read_checkpoint_state
 
     space = load_space(SPACE)
     ckpt = ckpts(run_dir) / "epoch-0002"
@@ -394,9 +391,9 @@ def test_old_checkpoint_is_checked_against_the_spaces_declared_shape(run_dir: Pa
 @pytest.mark.slow
 def test_ray_training_recovers_a_missing_latest_and_a_damaged_checkpoint(tmp_path: Path) -> None:
     """Before: with `latest` gone the command failed with 'training ended without a checkpoint'."""
-    from nasplat.data import DataSpec
-    from nasplat.distributed_train import train_supernet_ray
-    from nasplat.training import TrainSettings, load_checkpoint
+    from nasplat.datasets import DataSpec
+    from nasplat.model import load_checkpoint
+    from nasplat.train import TrainSettings, train_supernet_ray
 
     space = load_space(SPACE)
     data = DataSpec(name="digits", n_val=200, batch_size=32)

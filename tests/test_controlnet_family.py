@@ -21,15 +21,13 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasplat.architecture import Architecture
-from nasplat.data import DataSpec, load_splits
+from nasplat.datasets import DataSpec, load_splits
 from nasplat.errors import NasplatError, SpecError
 from nasplat.export import export_bundle
-from nasplat.runfile import parse_run
-from nasplat.search import run_search
-from nasplat.space import SearchSpace, load_space, parse_space
+from nasplat.search import parse_run, run_search
+from nasplat.space import Architecture, SearchSpace, load_space, parse_space
 from nasplat.study import load_study, make_storage
-from nasplat.training import TrainSettings, train_supernet
+from nasplat.train import TrainSettings, train_supernet
 from nasplat_estimators.analytical import count_costs
 from nasplat_search_spaces.controlnet import ControlSupernet, DiffusionControlTask, train_base
 from nasplat_search_spaces.controlnet.supernet import SuperControlBlock

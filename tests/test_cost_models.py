@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
+from nasplat.measure import LayerRecord
 from nasplat.space import SearchSpace, load_space
 from nasplat_estimators.learned import FewShotLatencyModel, latency_metrics, layer_features, space_features
 from nasplat_estimators.lut import LookupTable, LUTCostModel, build_table, layer_module, read_table
@@ -403,7 +403,7 @@ def test_cli_profile_then_cost(tmp_path: Path) -> None:
 def test_predictor_fit_prior_pretrains_the_fewshot_latency_model(digits: SearchSpace, tmp_path: Path) -> None:
     """`nasplat predictor fit --model fewshot_latency --prior` pre-trains on every prior row, then adapts to 4
     measured networks; with a prior it beats fitting the 4 alone, and saved models predict the same."""
-    from nasplat.cli_predictor import fit_from_table, predict_from_table
+    from nasplat.cli import fit_from_table, predict_from_table
 
     archs = list(digits.enumerate())
     strings = [digits.to_string(a) for a in archs]

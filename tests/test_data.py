@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-import nasplat.data as data_mod
-from nasplat.data import ArrayDataset, DataSpec, load_dataset, load_splits, read_idx
+import nasplat.datasets as data_mod
+from nasplat.datasets import ArrayDataset, DataSpec, load_dataset, load_splits, read_idx
 from nasplat.errors import DatasetMissingError, NasplatError, UnknownNameError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

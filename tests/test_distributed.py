@@ -22,8 +22,7 @@ from typing import Any
 import optuna
 import pytest
 
-from nasplat.runfile import parse_run
-from nasplat.search import run_search
+from nasplat.search import parse_run, run_search
 from nasplat.study import load_study, make_storage
 
 SPACE = str(Path(__file__).parent / "spaces" / "cell-digits.yaml")
@@ -121,7 +120,7 @@ def _gated_actor(gate: Path) -> type:
     """An evaluation actor whose first call in each process records the process id and waits until ``gate/open``
     exists: a test kills it there, in the middle of a batch. A class made in a function travels to the actors by
     value, so its processes need not import this test module."""
-    from nasplat.distributed import _EvaluatorActor
+    from nasplat.measure._actors import _EvaluatorActor
 
     class GatedActor(_EvaluatorActor):
         def evaluate(self, choices: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -138,7 +137,7 @@ def _gated_actor(gate: Path) -> type:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
-    from nasplat.distributed import connect_ray
+    from nasplat.measure import connect_ray
 
     ray = connect_ray(num_cpus=2)
     yield ray
@@ -170,7 +169,7 @@ def _expected(space: Any, options: dict[str, Any], archs: list[Any]) -> list[dic
 
 @pytest.mark.slow
 def test_pool_survives_an_actor_killed_during_a_batch(ray_local: Any, tiny: Any, tmp_path: Path) -> None:
-    from nasplat.distributed import RayPoolEstimator
+    from nasplat.measure import RayPoolEstimator
 
     space, options, archs = tiny
     gate = tmp_path / "gate"
@@ -209,7 +208,7 @@ def test_pool_survives_an_actor_killed_during_a_batch(ray_local: Any, tiny: Any,
 
 @pytest.mark.slow
 def test_pool_survives_an_actor_killed_before_a_batch(ray_local: Any, tiny: Any) -> None:
-    from nasplat.distributed import RayPoolEstimator
+    from nasplat.measure import RayPoolEstimator
 
     space, options, archs = tiny
     pool = RayPoolEstimator(space, "tabular", options, workers=2, max_restarts=2)
@@ -227,8 +226,8 @@ def test_pool_survives_an_actor_killed_before_a_batch(ray_local: Any, tiny: Any)
 
 @pytest.mark.slow
 def test_pool_gives_up_in_one_line_when_actors_stay_dead(ray_local: Any, tiny: Any) -> None:
-    from nasplat.distributed import RayPoolEstimator
     from nasplat.errors import NasplatError
+    from nasplat.measure import RayPoolEstimator
 
     space, options, archs = tiny
     pool = RayPoolEstimator(space, "tabular", options, workers=2, max_restarts=0, max_retries=2)
@@ -262,7 +261,7 @@ def _capture(fn: Callable[..., Any], *args: Any) -> Any:
 
 _CLUSTER = """\
 import json, os, sys
-from nasplat.distributed import connect_ray
+from nasplat.measure import connect_ray
 ray = connect_ray(num_cpus=1)
 @ray.remote
 def pid():
@@ -275,7 +274,7 @@ ray.shutdown()
 """
 _JOIN = """\
 import sys
-from nasplat.distributed import connect_ray
+from nasplat.measure import connect_ray
 from nasplat.errors import NasplatError
 try:
     ray = connect_ray(sys.argv[1])

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import yaml
 
-from nasplat.data import DataSpec, load_splits
-from nasplat.distributed_train import train_supernet_ray
+from nasplat.datasets import DataSpec, load_splits
+from nasplat.model import resolve_checkpoint
 from nasplat.space import load_space
-from nasplat.training import SupernetTrainer, TrainSettings, lr_at, resolve_checkpoint
+from nasplat.train import SupernetTrainer, TrainSettings, lr_at, train_supernet_ray
 
 SPACE = str(Path(__file__).parent / "spaces" / "cell-digits.yaml")
 NASPLAT = str(Path(sys.executable).parent / "nasplat")
@@ -165,7 +165,7 @@ def test_killed_worker_and_killed_driver_lose_no_epoch(tmp_path: Path) -> None:
 def test_every_family_trains_on_two_ray_workers(tmp_path: Path) -> None:
     """The hybrid (elastic widths, sandwich rule) and quantization-policy families train through the same Ray
     Train path: replicas stay identical and the checkpoint loads into a fresh supernet."""
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
 
     spaces = Path(__file__).parent / "spaces"
     cases = [

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from nasplat import registry
-from nasplat.data import DataSpec
-from nasplat.runfile import Constraint, EstimatorSection, Objective, RunSpec, SamplerSection, SupernetSection, parse_run
+from nasplat.datasets import DataSpec
+from nasplat.search import Constraint, EstimatorSection, Objective, RunSpec, SamplerSection, SupernetSection, parse_run
 from nasplat.space import parse_space
-from nasplat.train_settings import TrainSettings
+from nasplat.train import TrainSettings
 
 ROOT = Path(__file__).parent.parent
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from nasplat import registry
-from nasplat.data import DataSpec, default_data_dir, load_splits
+from nasplat.datasets import DataSpec, default_data_dir, load_splits
 from nasplat.errors import NasplatError
 from nasplat.space import SearchSpace, load_space
-from nasplat.training import TrainSettings, train_supernet
+from nasplat.train import TrainSettings, train_supernet
 from nasplat_estimators.accuracy import SupernetEstimator, TabularEstimator
 
 SPACES = Path(__file__).parent / "spaces"

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from nasplat.architecture import Architecture
 from nasplat.errors import NasplatError
 from nasplat.export import ExportResult, check_standalone_source, export_bundle
-from nasplat.space import SearchSpace, load_space
-from nasplat.supernet import Supernet
+from nasplat.model import Supernet
+from nasplat.space import Architecture, SearchSpace, load_space
 
 SPACES = Path(__file__).parent / "spaces"
 

@@ -21,10 +21,9 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from nasplat.errors import NasplatError
+from nasplat.export import export_trial, study_space
 from nasplat.finetune import FinetuneSettings, load_module, run_finetune, select_trials
-from nasplat.results import export_trial, study_space
-from nasplat.runfile import parse_run
-from nasplat.search import run_search
+from nasplat.search import parse_run, run_search
 from nasplat.study import load_study, make_storage, pareto_frame
 
 SPACE = str(Path(__file__).parent / "spaces" / "cell-digits.yaml")
@@ -106,7 +105,7 @@ def _one_line_error(code: int, out: str, err: str) -> str:
 def test_finetune_writes_back_to_the_original_trials_and_export_ships_it(
     tiny: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nasplat.distributed import connect_ray
+    from nasplat.measure import connect_ray
 
     url = str(tiny["url"])
     study = _study(url)
@@ -268,7 +267,7 @@ def test_cli_from_scratch_interrupted_then_resumed(tiny: dict, tmp_path: Path) -
     # fresh weights: the starting network is not the supernet's path
     space = study_space(study)
     supernet = space.family.build_supernet(space, seed=0)
-    from nasplat.training import load_checkpoint
+    from nasplat.model import load_checkpoint
 
     load_checkpoint(supernet, Path(study.user_attrs["checkpoint"]))
     inherited = supernet.extract(space.from_key(study.trials[picks[0]].user_attrs["arch_key"])).state_dict()

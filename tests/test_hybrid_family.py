@@ -15,13 +15,12 @@ import torch
 import yaml
 from torch import nn
 
-from nasplat.architecture import Architecture
-from nasplat.data import ArrayDataset, DataSpec, load_splits
+from nasplat.datasets import ArrayDataset, DataSpec, load_splits
 from nasplat.errors import NasplatError, SpecError
 from nasplat.export import check_standalone_source, export_bundle
-from nasplat.space import SearchSpace, list_spaces, load_space, parse_space
-from nasplat.task import ClassificationTask
-from nasplat.training import TrainSettings, evaluate_subnet, make_strategy, recalibrate_bn, train_supernet
+from nasplat.model import ClassificationTask, evaluate_subnet, recalibrate_bn
+from nasplat.space import Architecture, SearchSpace, list_spaces, load_space, parse_space
+from nasplat.train import TrainSettings, make_strategy, train_supernet
 from nasplat_search_spaces.hybrid import HybridFamily, HybridSupernet, config_records
 from nasplat_search_spaces.hybrid import standalone as standalone_module
 from nasplat_search_spaces.hybrid.supernet import ElasticBatchNorm2d, ElasticLayerNorm
@@ -486,8 +485,7 @@ def test_measured_latency(tiny: SearchSpace) -> None:
 
 
 def test_search_end_to_end(tmp_path: Path) -> None:
-    from nasplat.runfile import parse_run
-    from nasplat.search import run_search
+    from nasplat.search import parse_run, run_search
     from nasplat.study import load_study, make_storage, pareto_frame
 
     run = parse_run(

@@ -17,10 +17,8 @@ import pandas as pd
 import pytest
 
 from nasplat import registry
-from nasplat.architecture import Architecture
 from nasplat.errors import NasplatError
-from nasplat.family import Family
-from nasplat.predictor import (
+from nasplat.measure import (
     PriorTable,
     encode,
     load_predictor,
@@ -31,7 +29,8 @@ from nasplat.predictor import (
     space_from_manifest,
     supported_encoders,
 )
-from nasplat.space import SearchSpace, load_space, parse_space
+from nasplat.model import Family
+from nasplat.space import Architecture, SearchSpace, load_space, parse_space
 
 HERE = Path(__file__).parent
 DIGITS = HERE / "spaces" / "cell-digits.yaml"

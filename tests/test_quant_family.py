@@ -354,7 +354,7 @@ def test_joint_export_embeds_the_base_source(tmp_path: Path) -> None:
 
 
 def _digits(n_train: int, n_val: int):  # type: ignore[no-untyped-def]
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
 
     return load_splits(
         DataSpec.model_validate({"name": "digits", "n_train": n_train, "n_val": n_val, "batch_size": 32})
@@ -364,7 +364,8 @@ def _digits(n_train: int, n_val: int):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("strategy", ["uniform", "sandwich"])
 def test_train_supernet_steps(tmp_path: Path, strategy: str) -> None:
     from nasplat import registry
-    from nasplat.training import TrainSettings, evaluate_subnet, train_supernet
+    from nasplat.model import evaluate_subnet
+    from nasplat.train import TrainSettings, train_supernet
 
     if strategy not in registry.available("strategy"):
         pytest.skip(f"strategy '{strategy}' is not registered in this checkout")
@@ -388,8 +389,7 @@ def test_train_supernet_steps(tmp_path: Path, strategy: str) -> None:
 
 @pytest.mark.slow
 def test_small_search_end_to_end(tmp_path: Path) -> None:
-    from nasplat.runfile import parse_run
-    from nasplat.search import run_search
+    from nasplat.search import parse_run, run_search
     from nasplat.study import load_study, make_storage
 
     run = parse_run(

@@ -11,9 +11,15 @@ import pytest
 import torch
 
 import nasplat_search_spaces  # noqa: F401 - registers the families
-from nasplat.data import ArrayDataset, DataSpec, load_splits
-from nasplat.export import ExportResult, calibration_inputs, export_bundle, preprocessing_for
-from nasplat.onnx_qdq import INTEGER_OPS, QDQ_TOLERANCE
+from nasplat.datasets import ArrayDataset, DataSpec, load_splits
+from nasplat.export import (
+    INTEGER_OPS,
+    QDQ_TOLERANCE,
+    ExportResult,
+    calibration_inputs,
+    export_bundle,
+    preprocessing_for,
+)
 from nasplat.space import SearchSpace, load_space
 
 ort = pytest.importorskip("onnxruntime")

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nasplat.quickstart import run_quickstart
+from nasplat.cli import run_quickstart
 from nasplat.study import load_study, make_storage, pareto_frame
 
 SPACE = str(Path(__file__).parent / "spaces" / "cell-digits.yaml")
@@ -40,7 +40,7 @@ def test_tiny_quickstart_end_to_end_and_continue(tmp_path: Path) -> None:
     assert 1 <= len(front) <= 12
     # the exported network learns something in its cells: more parameters than the space's smallest cell
     from nasplat import registry
-    from nasplat.results import study_space
+    from nasplat.export import study_space
 
     space, cost = study_space(study), registry.build("cost_model", "analytical")
     exported = next(t for t in complete if t.number == summary["exported_trial"])

@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 
-from nasplat.runfile import parse_run
+from nasplat.search import parse_run
 from nasplat.space import load_space, space_from_record
 
 SPACES = Path(__file__).parent / "spaces"
@@ -97,10 +97,10 @@ def _bundle_module(bundle_dir: Path) -> Any:
 
 
 def test_bundle_and_finalist_reproduce_the_trials_accuracy(tmp_path: Path) -> None:
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
+    from nasplat.export import export_trial, study_space
     from nasplat.finetune import FinetuneSettings, load_module, prepare_finalists
-    from nasplat.inherit import Calibration, load_supernet, recalibrate_path
-    from nasplat.results import export_trial, study_space
+    from nasplat.model import Calibration, load_supernet, recalibrate_path
     from nasplat.search import run_search
     from nasplat.study import load_study, make_storage
 

@@ -13,8 +13,7 @@ import numpy as np
 import optuna
 import pytest
 
-from nasplat.evolution import EvolutionSampler, crowding, pareto_ranks
-from nasplat.samplers import make_sampler
+from nasplat.search import EvolutionSampler, crowding, make_sampler, pareto_ranks
 from nasplat.space import load_space, parse_space
 from nasplat.study import suggest_architecture
 
@@ -141,7 +140,7 @@ def test_bench_tabular_cli_writes_trajectories(tmp_path: Path) -> None:
 
 
 def test_guided_sampler_learns_the_objective(flat: Any) -> None:
-    from nasplat.evolution import GuidedSampler
+    from nasplat.search import GuidedSampler
 
     def run(sampler: optuna.samplers.BaseSampler) -> float:
         return best_after(sampler, flat, 40)
@@ -175,7 +174,7 @@ def test_guided_sampler_multi_objective_and_bad_predictor(flat: Any) -> None:
 
 
 def test_guided_sampler_records_predictor_quality_and_predictions(flat: Any) -> None:
-    from nasplat.evolution import GuidedSampler
+    from nasplat.search import GuidedSampler
 
     sampler = GuidedSampler(flat, seed=0, n_init=10, candidates=200, predictor_params={"encoder": "onehot"})
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -192,7 +191,7 @@ def test_guided_sampler_records_predictor_quality_and_predictions(flat: Any) -> 
 
 
 def test_hv_gains_and_greedy_order_spread_a_batch_along_the_front() -> None:
-    from nasplat.evolution import greedy_front_order, hv_gains
+    from nasplat.search import greedy_front_order, hv_gains
 
     front = np.array([[1.0, 3.0], [3.0, 1.0]])  # maximisation form
     ref = np.array([0.0, 0.0])
@@ -208,7 +207,7 @@ def test_hv_gains_and_greedy_order_spread_a_batch_along_the_front() -> None:
 
 
 def test_greedy_order_explores_the_candidates_own_front() -> None:
-    from nasplat.evolution import greedy_front_order
+    from nasplat.search import greedy_front_order
 
     front = np.array([[5.0, 5.0]])
     ref = np.array([0.0, 0.0])
@@ -223,8 +222,8 @@ def test_greedy_order_explores_the_candidates_own_front() -> None:
 
 
 def test_guided_multi_objective_finds_a_better_front_than_random(flat: Any) -> None:
-    from nasplat.evolution import GuidedSampler
     from nasplat.pareto import hypervolume
+    from nasplat.search import GuidedSampler
 
     table = np.random.default_rng(7).random((2, 8, 5))  # per position and choice: a gain and a cost
     gain_of = {c: i for i, c in enumerate("abcde")}
@@ -257,7 +256,7 @@ def test_guided_multi_objective_finds_a_better_front_than_random(flat: Any) -> N
 def test_guided_chooses_the_encoding_per_objective() -> None:
     """Latency-like costs of a cell depend on its dead edges, which the canonical form drops; accuracy-like
     metrics do not. The sampler's cross-validation picks the encoding that ranks each one better."""
-    from nasplat.evolution import GuidedSampler
+    from nasplat.search import GuidedSampler
 
     space = load_space("nb201")
     rng = np.random.default_rng(0)
@@ -277,7 +276,7 @@ def test_guided_chooses_the_encoding_per_objective() -> None:
 
 
 def test_guided_front_pool_offers_canonical_forms_and_caps_equivalents() -> None:
-    from nasplat.evolution import GuidedSampler
+    from nasplat.search import GuidedSampler
 
     space = load_space("nb201")
     canon = space.family.canonical

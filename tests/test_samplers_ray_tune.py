@@ -50,8 +50,8 @@ def _run(out: Path) -> None:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from nasplat.distributed import connect_ray
-    from nasplat.samplers import make_sampler
+    from nasplat.measure import connect_ray
+    from nasplat.search import make_sampler
 
     connect_ray(num_cpus=2)
     results: dict[str, Any] = {}

@@ -9,8 +9,7 @@ import optuna
 import pytest
 
 from nasplat import registry
-from nasplat.runfile import parse_run
-from nasplat.samplers import driver_sampler, make_sampler, reseed_sampler
+from nasplat.search import driver_sampler, make_sampler, parse_run, reseed_sampler
 from nasplat.space import load_space
 from nasplat.study import suggest_architecture
 
@@ -23,7 +22,7 @@ def _keys(study: optuna.Study) -> list[str]:
 
 @pytest.mark.parametrize("name", registry.available("sampler"))
 def test_every_registered_sampler_can_be_reseeded(name: str) -> None:
-    import nasplat.evolution  # noqa: F401 - registers nasplat's own samplers
+    import nasplat.search._evolution  # noqa: F401 - registers nasplat's own samplers
 
     space = load_space(SPACE)
     sampler = make_sampler(name, seed=0, n_objectives=2, space=space)

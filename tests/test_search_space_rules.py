@@ -7,8 +7,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from nasplat.runfile import parse_run
-from nasplat.search import run_search
+from nasplat.search import parse_run, run_search
 from nasplat.space import load_space
 
 SPACE = Path(__file__).parent / "spaces" / "cell-digits.yaml"

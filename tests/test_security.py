@@ -73,7 +73,7 @@ def test_storage_errors_never_show_the_password(url: str) -> None:
 
 
 def test_storage_error_hides_a_password_the_driver_quotes() -> None:
-    from nasplat.study import _redact_in
+    from nasplat.study._study import _redact_in
 
     url = "postgresql://alice:p%40ss%2Fword@host/db"
     exc = ValueError(f"could not connect with {url} (password 'p@ss/word' rejected; p%40ss%2Fword)\ndetails")
@@ -268,7 +268,7 @@ def _edit_manifest(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None
 
 
 def test_saved_predictor_loads_when_its_files_are_inside(saved_gbdt: Path) -> None:
-    from nasplat.predictor import load_predictor, read_manifest
+    from nasplat.measure import load_predictor, read_manifest
 
     assert read_manifest(saved_gbdt)["model_state"]["file"] == "gbdt.txt"
     load_predictor(saved_gbdt)
@@ -280,7 +280,7 @@ def test_saved_predictor_loads_when_its_files_are_inside(saved_gbdt: Path) -> No
 
 @pytest.mark.parametrize("target", ["../outside.txt", "{outside}", "sub/../../outside.txt", "link.txt", ""])
 def test_manifest_file_outside_the_folder_is_refused(saved_gbdt: Path, target: str) -> None:
-    from nasplat.predictor import load_predictor
+    from nasplat.measure import load_predictor
 
     outside = saved_gbdt.parent / "outside.txt"
     outside.write_text((saved_gbdt / "gbdt.txt").read_text())  # a valid model file: only its place is wrong
@@ -296,7 +296,7 @@ def test_manifest_file_outside_the_folder_is_refused(saved_gbdt: Path, target: s
 
 
 def test_manifest_members_and_prior_outside_the_folder_are_refused(saved_gbdt: Path) -> None:
-    from nasplat.predictor import PriorTable, read_manifest, space_from_manifest
+    from nasplat.measure import PriorTable, read_manifest, space_from_manifest
 
     _edit_manifest(saved_gbdt, lambda m: m.update(members=["member_0", "../../elsewhere"]))
     with pytest.raises(NasplatError, match=r"predictor.json: 'members\[1\]' points outside the predictor folder"):

@@ -12,11 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nasplat.architecture import Architecture
 from nasplat.errors import NasplatError, SpecError, UnknownNameError
-from nasplat.family import Family
+from nasplat.model import Family
 from nasplat.registry import register
-from nasplat.space import parse_space
+from nasplat.space import Architecture, parse_space
 
 
 @register("family", "test-flat")

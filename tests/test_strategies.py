@@ -18,18 +18,11 @@ from typer.testing import CliRunner
 
 from nasplat import load_space, registry
 from nasplat.cli import app
-from nasplat.data import ArrayDataset, DataSpec, load_splits
+from nasplat.datasets import ArrayDataset, DataSpec, load_splits
 from nasplat.errors import NasplatError
+from nasplat.model import evaluate_subnet, recalibrate_bn
 from nasplat.space import SearchSpace
-from nasplat.training import (
-    AttentiveStrategy,
-    PathsLoss,
-    TrainSettings,
-    evaluate_subnet,
-    make_strategy,
-    recalibrate_bn,
-    train_supernet,
-)
+from nasplat.train import AttentiveStrategy, PathsLoss, TrainSettings, make_strategy, train_supernet
 
 SPACE_FILE = Path(__file__).parent / "spaces" / "cell-digits.yaml"
 
@@ -165,7 +158,8 @@ def test_extracted_subnet_with_recalibrated_bn_matches_the_supernet_estimate(
         estimate = evaluate_subnet(net, arch, task, val, train, calib_batches=5, batch_size=128, seed=0)
         # the same recalibration, then the stand-alone module carries the statistics out of the supernet
         gen = torch.Generator().manual_seed(0)
-        from nasplat.training import _SEED_TAG_TASK, derive_seed
+        from nasplat.seeds import derive_seed
+        from nasplat.train._trainer import _SEED_TAG_TASK
 
         gen.manual_seed(derive_seed(0, _SEED_TAG_TASK))
         saved = {k: v.clone() for k, v in net.state_dict().items()}

@@ -17,20 +17,11 @@ import torch
 from torch import nn
 
 from nasplat import load_space
-from nasplat.data import ArrayDataset, DataSpec, load_splits
+from nasplat.datasets import ArrayDataset, DataSpec, load_splits
 from nasplat.errors import NasplatError, UnknownNameError
+from nasplat.model import Supernet, evaluate_subnet, load_checkpoint, recalibrate_bn
 from nasplat.space import SearchSpace, parse_space, read_yaml_mapping
-from nasplat.supernet import Supernet
-from nasplat.training import (
-    SamplingStrategy,
-    TrainSettings,
-    evaluate_subnet,
-    load_checkpoint,
-    lr_at,
-    make_strategy,
-    recalibrate_bn,
-    train_supernet,
-)
+from nasplat.train import SamplingStrategy, TrainSettings, lr_at, make_strategy, train_supernet
 
 SPACE_FILE = Path(__file__).parent / "spaces" / "cell-digits.yaml"
 

@@ -14,9 +14,9 @@ import optuna
 import pytest
 import yaml
 
-from nasplat.search import _clock, _near_chance
+from nasplat.search._run import _clock, _near_chance
 from nasplat.space import load_space
-from nasplat.training import LineProgress
+from nasplat.train import LineProgress
 
 SPACE = Path(__file__).parent / "spaces" / "cell-digits.yaml"
 
@@ -50,8 +50,8 @@ def test_near_chance_warning() -> None:
 
 
 def test_front_merges_equivalent_networks(tmp_path: Path) -> None:
-    from nasplat import study_record
     from nasplat.study import pareto_frame
+    from nasplat.study import record as study_record
 
     space = load_space(SPACE)
     classes: dict[str, list[str]] = {}

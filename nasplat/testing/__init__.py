@@ -13,7 +13,7 @@ entry-point group names (``pyproject.toml`` of your package)::
     my_plugin = "my_plugin"
 
     # my_plugin/__init__.py
-    from nasplat.costs import CostModel
+    from nasplat.measure import CostModel
     from nasplat.registry import register
 
     @register("cost_model", "my_latency")

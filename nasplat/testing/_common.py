@@ -13,9 +13,8 @@ from nasplat.errors import NasplatError
 if TYPE_CHECKING:
     import torch
 
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
-    from nasplat.supernet import Supernet
+    from nasplat.model import Supernet
+    from nasplat.space import Architecture, SearchSpace
 
 Check = Callable[..., None]
 

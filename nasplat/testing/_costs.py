@@ -11,9 +11,8 @@ from nasplat.errors import NasplatError
 from ._common import Check, expect, fail, is_number, run_checks, sample_archs
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.costs import CostModel
-    from nasplat.space import SearchSpace
+    from nasplat.measure import CostModel
+    from nasplat.space import Architecture, SearchSpace
 
 CostModelFactory = Callable[[], "CostModel"]
 

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ._common import Check, expect, is_number, run_checks, sample_archs
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.estimator import Estimator
-    from nasplat.space import SearchSpace
+    from nasplat.measure import Estimator
+    from nasplat.space import Architecture, SearchSpace
 
 EstimatorFactory = Callable[[], "Estimator"]
 DIRECTIONS = ("maximize", "minimize")

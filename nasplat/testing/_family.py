@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from nasplat.architecture import Architecture
-    from nasplat.costs import LayerRecord
-    from nasplat.space import SearchSpace
+    from nasplat.measure import LayerRecord
+    from nasplat.space import Architecture, SearchSpace
 
 
 def _what(space: SearchSpace) -> str:
@@ -126,7 +125,7 @@ def check_supernet_seeded(space: SearchSpace, *, seed: int = 0) -> None:
     state = torch.random.get_rng_state()
     a = space.family.build_supernet(space, seed=seed)
     expect(torch.equal(torch.random.get_rng_state(), state), what, check,
-           "build_supernet changed torch's global RNG (build inside nasplat.supernet.seeded)")  # fmt: skip
+           "build_supernet changed torch's global RNG (build inside nasplat.model.seeded)")  # fmt: skip
     b = space.family.build_supernet(space, seed=seed)
     sa, sb = a.state_dict(), b.state_dict()
     expect(list(sa) == list(sb), what, check, "two builds have different state_dict keys")
@@ -292,7 +291,7 @@ def check_layer_records(space: SearchSpace, *, seed: int = 0, n: int = 4) -> Non
     import torch
     from torch import nn
 
-    from nasplat.costs import LayerRecord
+    from nasplat.measure import LayerRecord
 
     what, check = _what(space), "layer records match the modules"
     net = space.family.build_supernet(space, seed=seed).eval()

@@ -16,9 +16,8 @@ from nasplat.errors import NasplatError
 from ._common import Check, expect, fail, run_checks, sample_archs
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.predictor import Encoder, Predictor
-    from nasplat.space import SearchSpace
+    from nasplat.measure import Encoder, Predictor
+    from nasplat.space import Architecture, SearchSpace
 
 PredictorFactory = Callable[[], "Predictor"]
 EncoderFactory = Callable[[], "Encoder"]
@@ -111,9 +110,9 @@ def check_bad_input(make: PredictorFactory, space: SearchSpace, *, seed: int = 0
 
 def check_save_load(make: PredictorFactory, space: SearchSpace, *, seed: int = 0) -> None:
     """A fitted predictor saved into a folder (with a nasplat manifest naming it) loads back, through the
-    registry (:func:`nasplat.predictor.load_predictor`) when it is registered, and predicts the same."""
+    registry (:func:`nasplat.measure.load_predictor`) when it is registered, and predicts the same."""
     from nasplat import registry
-    from nasplat.predictor import load_predictor, read_manifest
+    from nasplat.measure import load_predictor, read_manifest
 
     p = make()
     what, check = _what(p, space), "save/load"

@@ -16,9 +16,9 @@ from nasplat.errors import NasplatError
 from ._common import Check, example_batch, expect, fail, run_checks
 
 if TYPE_CHECKING:
-    from nasplat.data import ArrayDataset
+    from nasplat.datasets import ArrayDataset
     from nasplat.space import SearchSpace
-    from nasplat.training import SamplingStrategy
+    from nasplat.train import SamplingStrategy
 
 
 def _what(name: str, space: SearchSpace) -> str:
@@ -27,7 +27,7 @@ def _what(name: str, space: SearchSpace) -> str:
 
 def _ready(name: str, space: SearchSpace, options: dict[str, Any] | None, seed: int) -> SamplingStrategy:
     """The strategy built as the trainer builds it (by name, with ``options``), set up on a fresh supernet."""
-    from nasplat.training import make_strategy
+    from nasplat.train import make_strategy
 
     strategy = make_strategy(name, space, dict(options or {}))
     net = space.family.build_supernet(space, seed=seed)
@@ -92,7 +92,7 @@ def noise_dataset(space: SearchSpace, n: int = 32, seed: int = 0) -> ArrayDatase
     """A seeded dataset of uint8 noise images of the space's input shape, with uniform labels."""
     import torch
 
-    from nasplat.data import ArrayDataset
+    from nasplat.datasets import ArrayDataset
 
     c, h, w = (int(s) for s in space.macro.input_shape)  # type: ignore[attr-defined]
     classes = int(getattr(space.macro, "num_classes", 10))
@@ -104,12 +104,12 @@ def noise_dataset(space: SearchSpace, n: int = 32, seed: int = 0) -> ArrayDatase
 
 def check_training_resume(name: str, space: SearchSpace, *, options: dict[str, Any] | None = None, steps: int = 3,
                           seed: int = 0) -> None:  # fmt: skip
-    """Through :func:`nasplat.training.train_supernet` (2 epochs of 2 steps on noise images), training straight,
+    """Through :func:`nasplat.train.train_supernet` (2 epochs of 2 steps on noise images), training straight,
     and training 1 epoch, stopping and resuming into a supernet built from another seed, end with the same
     weights, bit for bit."""
     import torch
 
-    from nasplat.training import TrainSettings, train_supernet
+    from nasplat.train import TrainSettings, train_supernet
 
     what, check = _what(name, space), "training resumes exactly"
     task = space.family.task(space)

@@ -13,21 +13,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
-from nasplat.family import Family, MacroSettings
+from nasplat.measure import LayerRecord
+from nasplat.model import ClassificationTask, Family, MacroSettings, seeded
 from nasplat.registry import register
 from nasplat.space import CategoricalDimension, label_key_paths
-from nasplat.supernet import seeded
-from nasplat.task import ClassificationTask
 
 from .standalone import EDGES, OPS, edge_nodes, plan
 from .supernet import LABEL_PREFIX, CellSupernet, macro_config
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture, Value
-    from nasplat.space import SearchSpace
-    from nasplat.task import Task
+    from nasplat.model import Task
+    from nasplat.space import Architecture, SearchSpace, Value
 
 #: The dimension labels a cell space must declare, in NAS-Bench-201's string order.
 EDGE_LABELS: tuple[str, ...] = tuple(LABEL_PREFIX + e for e in EDGES)

@@ -12,13 +12,12 @@ import torch
 from torch import nn
 
 from nasplat.errors import NasplatError
-from nasplat.supernet import Supernet
+from nasplat.model import Supernet
 
 from .standalone import EDGES, LastAct, ResidualReduction, Stem, build_model, cell_forward, edge_nodes, make_op, plan
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 LABEL_PREFIX = "cell."
 

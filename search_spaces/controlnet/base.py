@@ -11,7 +11,7 @@ or from a shell: ``python -m nasplat_search_spaces.controlnet.base controlnet-fm
 
 The file's metadata records the UNet's configuration (checked against the space when a supernet is built),
 the dataset and the training settings. Training holds out the same validation images a search with the
-same ``n_val`` and ``data_seed`` evaluates on (``nasplat.data.load_splits``), uses Adam and keeps an
+same ``n_val`` and ``data_seed`` evaluates on (``nasplat.datasets.load_splits``), uses Adam and keeps an
 exponential moving average of the weights (the EMA weights are what is saved), all seeded.
 """
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nasplat.errors import NasplatError
-from nasplat.supernet import seeded
+from nasplat.model import seeded
 
 from .standalone import UNet, alpha_bars
 
@@ -104,7 +104,7 @@ def train_base(
     ``macro.base_weights``). Returns the file written."""
     from safetensors.torch import save_file
 
-    from nasplat.data import DataSpec, load_splits
+    from nasplat.datasets import DataSpec, load_splits
     from nasplat.search import check_dataset_fits
 
     from .supernet import model_config

@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
-from nasplat.family import Family, MacroSettings
+from nasplat.measure import LayerRecord
+from nasplat.model import Family, MacroSettings, seeded
 from nasplat.registry import register
 from nasplat.space import CategoricalDimension, label_key_paths
-from nasplat.supernet import seeded
 
 from .base import load_base
 from .standalone import block_channels, block_names, hint_stage_of, light_width, parse_kind
@@ -49,9 +48,8 @@ from .supernet import LABEL_PREFIX, ControlSupernet, model_config
 from .task import DiffusionControlTask
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture, Value
-    from nasplat.space import SearchSpace
-    from nasplat.task import Task
+    from nasplat.model import Task
+    from nasplat.space import Architecture, SearchSpace, Value
 
 
 class ControlNetMacro(MacroSettings):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasplat.errors import NasplatError
-from nasplat.supernet import Supernet
+from nasplat.model import Supernet
 
 from .standalone import (
     HintPyramid,
@@ -35,8 +35,7 @@ from .standalone import (
 )
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 LABEL_PREFIX = "control."
 

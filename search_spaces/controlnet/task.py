@@ -1,6 +1,6 @@
 """The ControlNet-gating task: conditional denoising loss for training, control fidelity for evaluation.
 
-Data batches are ``(images, labels)`` normalised by the dataset's mean and std (``nasplat.data``). The task
+Data batches are ``(images, labels)`` normalised by the dataset's mean and std (``nasplat.datasets``). The task
 maps them back to pixels in [0, 1] (the space's ``pixel_mean`` / ``pixel_std``), trains on ``x_0 = 2 p - 1``
 and computes the condition, the edge map of the target image (:func:`.standalone.edge_map`), itself.
 """
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasplat.task import Batch, Task
+from nasplat.model import Batch, Task
 
 from .standalone import alpha_bars, ddim_sample, edge_map
 

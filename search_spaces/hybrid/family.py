@@ -20,12 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError
-from nasplat.family import Family, MacroSettings
+from nasplat.measure import LayerRecord
+from nasplat.model import ClassificationTask, Family, MacroSettings, seeded
 from nasplat.registry import register
-from nasplat.supernet import seeded
-from nasplat.task import ClassificationTask
 
 from .spec import (
     FIELDS_OF,
@@ -42,9 +40,8 @@ from .standalone import needs_projection, plan, strided
 from .supernet import HybridSupernet
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture, Value
-    from nasplat.space import SearchSpace
-    from nasplat.task import Task
+    from nasplat.model import Task
+    from nasplat.space import Architecture, SearchSpace, Value
 
 
 class HybridMacro(MacroSettings):

@@ -27,8 +27,7 @@ from nasplat.space import label_key_paths
 from .standalone import BLOCK_TYPES
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture, Value
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace, Value
 
 BLOCK_FIELDS: tuple[str, ...] = ("type", "width", "kernel", "heads", "mlp_ratio")
 #: Fields a block needs for each kind it may take.

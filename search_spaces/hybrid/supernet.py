@@ -27,14 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasplat.errors import NasplatError
-from nasplat.supernet import Supernet
+from nasplat.model import Supernet
 
 from .spec import arch_config
 from .standalone import attend, build_model, needs_projection, strided
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
 
 # ------------------------------------------------------------------------------------------------ elastic ops

@@ -32,21 +32,18 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from nasplat.costs import LayerRecord
 from nasplat.errors import NasplatError, SpecError
-from nasplat.family import Family, MacroSettings
+from nasplat.measure import LayerRecord
+from nasplat.model import ClassificationTask, Family, MacroSettings, seeded
 from nasplat.registry import register
 from nasplat.space import OrdinalDimension, label_key_paths
-from nasplat.supernet import seeded
-from nasplat.task import ClassificationTask
 
 from .standalone import FORMATS, ResNet8, resnet_plan
 from .supernet import QuantSupernet, quantizable_layers
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture, Value
-    from nasplat.space import SearchSpace
-    from nasplat.task import Task
+    from nasplat.model import Task
+    from nasplat.space import Architecture, SearchSpace, Value
 
 #: Short names of the formats in the string form.
 SHORT: dict[str, str] = {

@@ -383,7 +383,7 @@ class QuantizedNetwork(nn.Module):
         return self.base(x)
 
     def nasplat_qdq(self) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
-        """The layers an ONNX runtime can run on int8 kernels, for a QDQ export (see ``nasplat.onnx_qdq``).
+        """The layers an ONNX runtime can run on int8 kernels, for a QDQ export (see ``nasplat.export._onnx_qdq``).
 
         Returns a float copy of this network in which every layer with int8 weights and int8 input
         activations is a plain ``Conv2d`` / ``Linear`` holding its dequantized weight and taking its input

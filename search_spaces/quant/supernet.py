@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasplat.errors import NasplatError
-from nasplat.supernet import Supernet
+from nasplat.model import Supernet
 
 from .standalone import (
     INT_BITS,
@@ -43,8 +43,7 @@ from .standalone import (
 )
 
 if TYPE_CHECKING:
-    from nasplat.architecture import Architecture
-    from nasplat.space import SearchSpace
+    from nasplat.space import Architecture, SearchSpace
 
     from .family import QuantPlan
 

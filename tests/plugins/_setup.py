@@ -120,8 +120,8 @@ def cases(role: str, files: list[str] | tuple[str, ...], checks: Any, *, extra: 
 
 def _supernet_estimator(space: SearchSpace, folder: Path) -> dict[str, Any]:
     """A supernet checkpoint trained for one step on a few digits images, and the data to evaluate on."""
-    from nasplat.data import DataSpec, load_splits
-    from nasplat.training import TrainSettings, train_supernet
+    from nasplat.datasets import DataSpec, load_splits
+    from nasplat.train import TrainSettings, train_supernet
 
     data = DataSpec(name="digits", n_train=64, n_val=32, batch_size=32)
     train, _ = load_splits(data)

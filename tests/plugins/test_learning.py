@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nasplat import registry, testing
-from nasplat.samplers import make_sampler
+from nasplat.search import make_sampler
 
 from ._setup import PREDICTOR_OPTIONS, SAMPLER_OPTIONS, cases, one_per_family, tiny, tiny_files
 

@@ -14,13 +14,20 @@ import pytest
 import torch
 
 from nasplat import registry, testing
-from nasplat.architecture import Architecture
-from nasplat.costs import CostModel, LayerRecord
 from nasplat.errors import NasplatError
-from nasplat.estimator import Estimator
-from nasplat.predictor import Encoder, Predictor, check_extra, check_training_data, read_manifest, write_manifest
-from nasplat.space import SearchSpace, load_space
-from nasplat.training import SamplingStrategy
+from nasplat.measure import (
+    CostModel,
+    Encoder,
+    Estimator,
+    LayerRecord,
+    Predictor,
+    check_extra,
+    check_training_data,
+    read_manifest,
+    write_manifest,
+)
+from nasplat.space import Architecture, SearchSpace, load_space
+from nasplat.train import SamplingStrategy
 from nasplat_search_spaces.cell import CellFamily
 
 SPACE_FILE = Path(__file__).resolve().parent.parent / "spaces" / "cell-digits.yaml"

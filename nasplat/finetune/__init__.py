@@ -1,0 +1,30 @@
+"""Fine-tuning finalists stand-alone: picking them, the Ray Tune trainable and schedulers, and
+writing the results back to the study.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nasplat._lazy import exports
+
+if TYPE_CHECKING:
+    from ._finetune import (
+        FinetuneInterrupted,
+        FinetuneSettings,
+        load_module,
+        prepare_finalists,
+        run_finetune,
+        select_trials,
+    )
+
+__all__ = [
+    "FinetuneInterrupted",
+    "FinetuneSettings",
+    "load_module",
+    "prepare_finalists",
+    "run_finetune",
+    "select_trials",
+]
+
+__getattr__, __dir__ = exports(__name__)
