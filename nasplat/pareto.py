@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -95,3 +95,38 @@ def knee_index(values: np.ndarray, directions: Sequence[str]) -> int:
     span = np.where(hi > lo, hi - lo, 1.0)
     scaled = (v - lo) / span
     return int(np.argmin(np.linalg.norm(scaled, axis=1)))
+
+
+def median_reference(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """The median of each objective over ``values`` (NaN ignored): a strict reference point for hypervolume.
+
+    The worst point of a whole table flatters any search (most of the volume it bounds is dominated by
+    mediocre points that random sampling finds at once); against the median only points better than half the
+    table in every objective count.
+    """
+    v = np.asarray(values, dtype=float)
+    _as_minimization(v, directions)  # shape and direction checks
+    finite = v[np.all(np.isfinite(v), axis=1)]
+    if len(finite) == 0:
+        raise NasplatError("no row with a value for every objective: no median reference")
+    return np.median(finite, axis=0)
+
+
+def hypervolume_ratio(
+    found: np.ndarray, front: np.ndarray, reference: Sequence[float], directions: Sequence[str]
+) -> float:
+    """Hypervolume of ``found`` over that of ``front`` (the true front), both bounded by ``reference``."""
+    whole = hypervolume(front, reference, directions)
+    if whole <= 0:
+        raise NasplatError("the true front dominates no volume beyond the reference point")
+    if len(found) == 0:
+        return 0.0
+    return hypervolume(found, reference, directions) / whole
+
+
+def front_share(found: Iterable[Hashable], front: Iterable[Hashable]) -> float:
+    """Share of the true front's members (distinct identities, e.g. architecture keys) among ``found``."""
+    members = set(front)
+    if not members:
+        raise NasplatError("the true front is empty")
+    return len(members & set(found)) / len(members)

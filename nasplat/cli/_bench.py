@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,16 +28,48 @@ def tabular(
     """Run a sampler on a table for several seeds and write every evaluation it makes."""
     from rich.console import Console
 
-    from nasplat.search import BenchObjective, joined_table, parse_seeds, run_tabular, temp_dir, write_jsonl
+    from nasplat.search import (
+        BenchObjective,
+        TableFront,
+        joined_table,
+        mean_sem,
+        parse_seeds,
+        run_tabular,
+        score_runs,
+        temp_dir,
+        write_jsonl,
+    )
     from nasplat.space import load_space
 
     sp = load_space(space)
     objs = [BenchObjective.parse(o) for o in objective]
     seed_list = parse_seeds(seeds)
     path = joined_table(table, arch_column, temp_dir())
+    front = TableFront.of_table(sp, path, arch_column, objs) if len(objs) > 1 else None
+    kept: list[dict[str, Any]] = []
+
+    def keep(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for r in records:
+            kept.append(r)
+            yield r
+
     records = run_tabular(sp, path, arch_column, objs, sampler, budget, seed_list, storage=storage)
-    n = write_jsonl(records, out)
-    Console().print(f"{n} evaluations ({len(seed_list)} seeds × {budget}) written to {out}")
+    n = write_jsonl(keep(records), out)
+    console = Console()
+    console.print(f"{n} evaluations ({len(seed_list)} seeds × {budget}) written to {out}")
+    if front is not None:
+        scores = score_runs(front, sp, kept, [budget])[budget]
+        hv, hv_sem = mean_sem(scores["hv_ratio"])
+        share, share_sem = mean_sem(scores["front_share"])
+        ref = ", ".join(f"{c} {v:g}" for c, v in zip(front.columns, front.reference, strict=True))
+        console.print(
+            f"after {budget} evaluations, mean ± sem over {len(scores['hv_ratio'])} seeds:\n"
+            f"  hypervolume ratio (median reference: {ref}): {hv:.4f} ± {hv_sem:.4f}\n"
+            f"  share of the true front found ({len(front.front_keys)} cells): "
+            f"{100 * share:.1f} % ± {100 * share_sem:.1f} %",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

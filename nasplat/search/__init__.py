@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 from nasplat._lazy import exports
 
 if TYPE_CHECKING:
-    from ._bench import BenchObjective, joined_table, parse_seeds, run_tabular, temp_dir, write_jsonl
+    from ._bench import (
+        BenchObjective,
+        TableFront,
+        joined_table,
+        mean_sem,
+        parse_seeds,
+        run_tabular,
+        score_runs,
+        temp_dir,
+        write_jsonl,
+    )
     from ._check import (
         FIXED_OPTIONS,
         check_file,
@@ -44,6 +54,7 @@ __all__ = [
     "SamplerSection",
     "SearchResult",
     "SupernetSection",
+    "TableFront",
     "check_dataset_fits",
     "check_file",
     "check_run_file",
@@ -57,6 +68,7 @@ __all__ = [
     "load_run",
     "make_estimator",
     "make_sampler",
+    "mean_sem",
     "pareto_ranks",
     "parse_run",
     "parse_seeds",
@@ -65,6 +77,7 @@ __all__ = [
     "reseed_sampler",
     "run_search",
     "run_tabular",
+    "score_runs",
     "temp_dir",
     "write_jsonl",
 ]

@@ -12,11 +12,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from nasplat import registry
 from nasplat.errors import NasplatError
 from nasplat.space import SearchSpace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,79 @@ def joined_table(tables: Sequence[Path], arch_column: str, out_dir: Path) -> Pat
     path = out_dir / "joined.csv"
     joined.to_csv(path, index=False)
     return path
+
+
+@dataclass(frozen=True)
+class TableFront:
+    """A table's true Pareto front and the strict scores of a run against it (multi-objective benchmarks).
+
+    - ``hv_ratio``: hypervolume of the run's evaluated points over that of the true front, both bounded by
+      the *median* of each objective over the table (:func:`nasplat.pareto.median_reference`); the worst
+      point of the table as reference lets random search reach 0.95 and more, the median does not;
+    - ``front_share``: the share of the true front's cells (distinct architectures, every table row on the
+      front counted) that the run evaluated.
+    """
+
+    directions: tuple[str, ...]
+    columns: tuple[str, ...]
+    reference: tuple[float, ...]
+    front_values: np.ndarray
+    front_keys: frozenset[str]
+
+    @classmethod
+    def of_table(cls, space: SearchSpace, table: Path | str | pd.DataFrame, arch_column: str,
+                 objectives: Sequence[BenchObjective]) -> TableFront:  # fmt: skip
+        from nasplat.files import read_csv
+        from nasplat.pareto import median_reference, non_dominated_mask
+
+        frame = read_csv(Path(table)) if isinstance(table, str | Path) else table
+        columns = tuple(o.column for o in objectives)
+        missing = [c for c in (arch_column, *columns) if c not in frame.columns]
+        if missing:
+            raise NasplatError(
+                f"benchmark table has no column '{missing[0]}'; columns: {', '.join(map(str, frame.columns))}"
+            )
+        directions = tuple(o.direction for o in objectives)
+        values = frame[list(columns)].to_numpy(dtype=float)
+        mask = non_dominated_mask(values, directions)
+        keys = frozenset(space.from_string(str(a)).key for a in frame[arch_column][mask])
+        ref = tuple(float(x) for x in median_reference(values, directions))
+        return cls(directions, columns, ref, values[mask], keys)
+
+    def score(self, space: SearchSpace, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """``hv_ratio`` and ``front_share`` of one run's records (as :func:`run_tabular` yields them)."""
+        from nasplat.pareto import front_share, hypervolume_ratio
+
+        found = np.array([[float(r[c]) for c in self.columns] for r in records], dtype=float)
+        found = found.reshape(len(records), len(self.columns))
+        keys = [space.from_string(r["arch"]).key for r in records]
+        return {
+            "hv_ratio": hypervolume_ratio(found, self.front_values, self.reference, self.directions),
+            "front_share": front_share(keys, self.front_keys),
+        }
+
+
+def score_runs(front: TableFront, space: SearchSpace, records: Sequence[dict[str, Any]],
+               budgets: Sequence[int]) -> dict[int, dict[str, list[float]]]:  # fmt: skip
+    """Per budget, each seed's ``hv_ratio`` and ``front_share`` after its first B distinct evaluations
+    (records of one sampler, any seeds, as :func:`run_tabular` yields them)."""
+    by_seed: dict[Any, list[dict[str, Any]]] = {}
+    for r in records:
+        by_seed.setdefault(r["seed"], []).append(r)
+    out: dict[int, dict[str, list[float]]] = {b: {"hv_ratio": [], "front_share": []} for b in budgets}
+    for seed in sorted(by_seed):
+        recs = sorted(by_seed[seed], key=lambda r: r["step"])
+        for b in budgets:
+            for name, value in front.score(space, recs[:b]).items():
+                out[b][name].append(value)
+    return out
+
+
+def mean_sem(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (NaN for one value)."""
+    v = np.asarray(values, dtype=float)
+    sem = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(np.mean(v)), sem
 
 
 def run_tabular(
