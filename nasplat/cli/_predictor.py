@@ -8,6 +8,7 @@ the space's declaration and, when ``--prior`` was given, a copy of the prior tab
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,57 @@ def _check_varies(y: Any, table: Path, target: str) -> None:
         )
 
 
+def read_priors(space: Any, paths: Sequence[Path], arch_column: str, target: str, needed: Sequence[Any]) -> Any:
+    """One :class:`~nasplat.measure.PriorTable` from one or more ``--prior`` tables, joined on ``arch_column``.
+
+    Every column but the architecture column and the target must be numeric (a non-numeric one is an error, not
+    skipped); a column name may appear in only one table; the join keeps the architectures every table holds,
+    and it must hold every measured architecture (``needed``), since the predictors price a measured cell
+    against the prior devices' values of that cell.
+    """
+    import pandas as pd
+
+    from nasplat.files import read_csv
+    from nasplat.measure import PriorTable, archs_from_column
+
+    joined: pd.DataFrame | None = None
+    owner: dict[str, Path] = {}
+    for path in paths:
+        frame = read_csv(path, [arch_column])
+        cols = [c for c in frame.columns if c not in (arch_column, target)]
+        for c in cols:
+            values = pd.to_numeric(frame[c], errors="coerce")
+            bad = values.isna() & frame[c].notna()
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0])
+                raise NasplatError(
+                    f"{path}: prior column '{c}' must hold numbers; row {row + 2} holds {frame[c].iloc[row]!r}"
+                )
+            if c in owner:
+                raise NasplatError(f"{path}: prior column '{c}' is also in {owner[c]}; give each device once")
+            owner[c] = path
+            frame[c] = values
+        frame = frame[[arch_column, *cols]]
+        if frame[arch_column].duplicated().any():
+            dup = frame[arch_column][frame[arch_column].duplicated()].iloc[0]
+            raise NasplatError(f"{path}: architecture {dup!r} appears more than once")
+        joined = frame if joined is None else joined.merge(frame, on=arch_column, how="inner")
+    assert joined is not None
+    source = " + ".join(map(str, paths))
+    if joined.empty:
+        raise NasplatError(f"{source}: the prior tables have no architecture in common")
+    columns = [c for c in joined.columns if c != arch_column]
+    prior = PriorTable(space, joined, arch_column, columns, source)
+    known = set(archs_from_column(space, list(joined[arch_column]), source))
+    missing = [a for a in needed if a not in known]
+    if missing:
+        raise NasplatError(
+            f"{source}: {len(missing)} of the {len(needed)} measured architectures are not in the prior table, "
+            f"e.g. '{space.to_string(missing[0])}'; the prior must hold every measured architecture"
+        )
+    return prior
+
+
 def fit_from_table(
     space_name: str,
     table: Path,
@@ -50,7 +102,7 @@ def fit_from_table(
     target: str,
     model: str,
     out: Path,
-    prior: Path | None = None,
+    prior: Path | Sequence[Path] | None = None,
     seed: int = 0,
 ) -> dict[str, object]:
     """What ``nasplat predictor fit`` does; returns a summary (also usable from Python)."""
@@ -58,7 +110,7 @@ def fit_from_table(
 
     from nasplat import registry
     from nasplat.files import read_csv
-    from nasplat.measure import PriorTable, archs_from_column, target_values, update_manifest
+    from nasplat.measure import archs_from_column, target_values, update_manifest
     from nasplat.space import load_space
 
     cls = registry.get("predictor", model)  # unknown names list the registered ones
@@ -72,8 +124,9 @@ def fit_from_table(
     extra = None
     predictor = cls()
     t0 = time.perf_counter()
-    if prior is not None:
-        prior_table = PriorTable.from_csv(space, prior, arch_column, exclude=[target])
+    priors = [prior] if isinstance(prior, Path | str) else list(prior or [])
+    if priors:
+        prior_table = read_priors(space, [Path(p) for p in priors], arch_column, target, archs)
         if cls.pretrains_on_prior:
             prior_archs, prior_values = prior_table.rows()
             predictor.pretrain(space, prior_archs, prior_values, prior_table.columns)
@@ -158,11 +211,12 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="folder to write the fitted predictor into")],
         arch_column: Annotated[str, typer.Option("--arch-column", help="column holding architecture strings")] = "arch",
         prior: Annotated[
-            Path | None,
+            list[Path] | None,
             typer.Option(
                 "--prior",
-                help="table of prior measurements per architecture (e.g. latency on other devices): every numeric "
-                "column but the target adds its log values as features",
+                help="table of prior measurements per architecture (e.g. latency on other devices), every column "
+                "but the target numeric; give it more than once to join tables on the architecture column. "
+                "fewshot_latency pre-trains on every row; other predictors take the log values as features",
             ),
         ] = None,
         seed: Annotated[int, typer.Option("--seed", help="seed of the fit")] = 0,

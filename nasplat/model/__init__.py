@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     )
     from ._family import Family, MacroSettings
     from ._inherit import Calibration, load_supernet, recalibrate_path
-    from ._recalibrate import batch_norms, evaluate_subnet, recalibrate_bn
+    from ._recalibrate import batch_norms, evaluate_subnet, kept_bn_statistics, recalibrate_bn
     from ._supernet import Supernet, seeded
     from ._task import Batch, ClassificationTask, Task
 
@@ -60,6 +60,7 @@ __all__ = [
     "complete_checkpoints",
     "evaluate_subnet",
     "file_sha256",
+    "kept_bn_statistics",
     "latest_target",
     "load_checkpoint",
     "load_supernet",

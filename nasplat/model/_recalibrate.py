@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,6 +36,21 @@ def batch_norms(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._Batc
 
 def _default_forward(model: nn.Module, batch: Batch) -> Any:
     return model(batch[0])
+
+
+@contextmanager
+def kept_bn_statistics(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Whatever runs inside leaves the BatchNorm buffers of ``modules`` (running statistics, batch count) as they
+    were: they are saved on entry and copied back on exit."""
+    bns = batch_norms(modules)
+    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for bn, state in zip(bns, saved):
+                for k, v in state.items():
+                    getattr(bn, k).copy_(v)
 
 
 def recalibrate_bn(
@@ -112,20 +128,15 @@ def evaluate_subnet(
     of the path's BatchNorms are saved before and restored after, so evaluations do not depend on each other's
     order, and the train/eval mode is restored.
     """
-    bns = batch_norms(supernet.path_modules(arch))
-    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in bns]
     modes = {m: m.training for m in supernet.modules()}
     from ._inherit import Calibration, recalibrate_path
 
     try:
-        recalibrate_path(supernet, arch, task, calib_data, Calibration(calib_batches, batch_size, seed))
-        supernet.eval()
-        with supernet.activate(arch):
-            return task.evaluate(supernet, eval_data.batches(batch_size, seed=None, shuffle=False))
+        with kept_bn_statistics(supernet.path_modules(arch)):
+            recalibrate_path(supernet, arch, task, calib_data, Calibration(calib_batches, batch_size, seed))
+            supernet.eval()
+            with supernet.activate(arch):
+                return task.evaluate(supernet, eval_data.batches(batch_size, seed=None, shuffle=False))
     finally:
-        with torch.no_grad():
-            for bn, state in zip(bns, saved):
-                for k, v in state.items():
-                    getattr(bn, k).copy_(v)
         for m, training in modes.items():
             m.training = training

@@ -3,17 +3,14 @@ sandwich, fair, attentive)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from nasplat import registry
 from nasplat.errors import NasplatError
-from nasplat.model import Supernet, batch_norms
+from nasplat.model import Supernet, kept_bn_statistics
 
 if TYPE_CHECKING:
     from nasplat.model import Batch, Task
@@ -161,7 +158,7 @@ class AttentiveStrategy(SamplingStrategy):
             raise NasplatError("strategy 'attentive' needs setup(supernet, task) and the step's batch")
         pool = list({a.key: a for a in (space.sample(rng) for _ in range(self.candidates))}.values())
         scores = []
-        with torch.no_grad(), _frozen_bn(self.supernet):
+        with torch.no_grad(), kept_bn_statistics([self.supernet]):
             for arch in pool:
                 with self.supernet.activate(arch):
                     scores.append((self.cost(arch), float(self.task.loss(self.supernet, batch, None))))
@@ -172,20 +169,6 @@ class AttentiveStrategy(SamplingStrategy):
         ]
         picked = [front[int(i)] for i in rng.permutation(len(front))[: self.train_paths]]
         return [*self.extremes, *picked]
-
-
-@contextmanager
-def _frozen_bn(model: nn.Module) -> Iterator[None]:
-    """Score paths without moving BatchNorm running statistics (train-mode normalisation, buffers restored)."""
-    bns = batch_norms([model])
-    saved = [{k: v.clone() for k, v in bn.state_dict().items()} for bn in bns]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for bn, state in zip(bns, saved):
-                for k, v in state.items():
-                    getattr(bn, k).copy_(v)
 
 
 def make_strategy(name: str, space: SearchSpace, options: dict[str, Any] | None = None) -> SamplingStrategy:
