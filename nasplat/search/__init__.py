@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         require_existing_storage,
     )
     from ._evolution import EvolutionSampler, GuidedSampler, crowding, greedy_front_order, hv_gains, pareto_ranks
-    from ._run import SearchResult, check_dataset_fits, make_estimator, prepare_supernet, run_search
+    from ._run import SearchResult, build_estimator, check_dataset_fits, make_estimator, prepare_supernet, run_search
     from ._runfile import (
         Constraint,
         EstimatorSection,
@@ -55,6 +55,7 @@ __all__ = [
     "SearchResult",
     "SupernetSection",
     "TableFront",
+    "build_estimator",
     "check_dataset_fits",
     "check_file",
     "check_run_file",

@@ -136,12 +136,20 @@ def make_estimator(
         options.setdefault("checkpoint", checkpoint)
         options.setdefault("data", run.dataset)
         options.setdefault("seed", run.seed)
-    registry.check_options("estimator", run.estimator.name, options)
+    return build_estimator(space, run.estimator.name, options, workers=workers, ray_address=ray_address)
+
+
+def build_estimator(
+    space: SearchSpace, name: str, options: dict[str, Any], *, workers: int = 1, ray_address: str | None = None
+) -> Estimator:
+    """The estimator ``name`` with ``options`` (unknown ones are refused, naming the allowed): in this process,
+    or spread over ``workers`` Ray actors. What a search run and ``nasplat evaluate`` both build through."""
+    registry.check_options("estimator", name, options)
     if workers > 1 or ray_address:
         from nasplat.measure import RayPoolEstimator
 
-        return RayPoolEstimator(space, run.estimator.name, options, workers=workers, address=ray_address)
-    return registry.build("estimator", run.estimator.name, space, options=options)  # type: ignore[no-any-return]
+        return RayPoolEstimator(space, name, options, workers=workers, address=ray_address)
+    return registry.build("estimator", name, space, options=options)  # type: ignore[no-any-return]
 
 
 def _cost_models(run: RunSpec) -> dict[tuple[str, str | None], CostModel]:

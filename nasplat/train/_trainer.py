@@ -159,8 +159,11 @@ class LineProgress:
     """Progress for output that is not a terminal: a line per task at most every ``interval_s`` seconds and
     one when it completes, instead of bars that only appear (all at once) when the run ends."""
 
-    def __init__(self, interval_s: float = HEARTBEAT_S, write: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, interval_s: float = HEARTBEAT_S, write: Callable[[str], None] | None = None, unit: str = "steps"
+    ) -> None:
         self.interval_s = interval_s
+        self.unit = unit
         self._write = write or (lambda line: print(line, flush=True))
         self._tasks: dict[int, dict[str, Any]] = {}
 
@@ -184,7 +187,7 @@ class LineProgress:
         task["last"] = now
         elapsed = now - task["start"]
         extra = "".join(f" · {k} {v:.4g}" for k, v in fields.items() if isinstance(v, (int, float)))
-        self._write(f"{task['description']}: {completed}/{task['total']} steps{extra} · {elapsed:.0f} s")
+        self._write(f"{task['description']}: {completed}/{task['total']} {self.unit}{extra} · {elapsed:.0f} s")
 
 
 def _progress_bar(enabled: bool) -> Any:
