@@ -59,7 +59,7 @@ from nasplat.study.frames import (
     trial_attrs,
     trials_frame,
 )
-from nasplat.study.record import PREDICTED_PREFIX
+from nasplat.study.record import PREDICTED_PREFIX, trust_line
 
 __all__ = [
     "PARAM_PREFIX",
@@ -105,6 +105,7 @@ __all__ = [
     "study_names",
     "training_frame",
     "trials_frame",
+    "trust_line",
 ]
 
 # --------------------------------------------------------------------------------------------------------------

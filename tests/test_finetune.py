@@ -285,7 +285,7 @@ def test_selection_and_settings_errors(
     study = _study(url)
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
-    with pytest.raises(NasplatError, match="trial must be 'front' or trial numbers"):
+    with pytest.raises(NasplatError, match=r"trial must be 'front', 'front\+N' or trial numbers"):
         select_trials(study, "1,x")
     with pytest.raises(NasplatError, match=f"trial {failed.number} is FAIL, not COMPLETE"):
         select_trials(study, f"0,{failed.number}")

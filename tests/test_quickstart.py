@@ -22,7 +22,16 @@ def test_tiny_quickstart_end_to_end_and_continue(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     logs: list[str] = []
     summary = run_quickstart(
-        out, dataset="digits", space=SPACE, epochs=8, trials=12, n_val=300, n_train=1100, log=logs.append
+        out,
+        dataset="digits",
+        space=SPACE,
+        epochs=8,
+        trials=12,
+        n_val=300,
+        n_train=1100,
+        log=logs.append,
+        trust_archs=3,
+        trust_steps=3,
     )
 
     storage = make_storage(f"sqlite:///{out / 'study.db'}")
@@ -38,6 +47,13 @@ def test_tiny_quickstart_end_to_end_and_continue(tmp_path: Path) -> None:
     assert max(t.values[0] for t in complete) > 40.0
     front, _ = pareto_frame(study)
     assert 1 <= len(front) <= 12
+    # the estimate was checked: 3 architectures trained from scratch, the exported one among them, and the
+    # rank agreement is in the study (what nasplat pareto and the dashboard show) and in the summary
+    trust = study.user_attrs["finetune:summary"]
+    assert summary["exported_trial"] in trust["trials"] and len(trust["trials"]) == summary["trust"]["n"] == 3
+    assert trust["from_scratch"] is True
+    assert any(line.startswith("estimate trust: ") and "over 3 architectures" in line for line in logs), logs
+    assert any(f"exported trial {summary['exported_trial']}: inherited accuracy" in line for line in logs), logs
     # the exported network learns something in its cells: more parameters than the space's smallest cell
     from nasplat import registry
     from nasplat.export import study_space

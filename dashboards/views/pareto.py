@@ -319,6 +319,9 @@ def pareto_state(
     n_ok = int(frame["feasible"].sum()) if not frame.empty else 0
     n_front = int(frame["front"].sum()) if not frame.empty else 0
     status = f"{n_ok} of {len(frame)} completed trials within the constraints · {n_front} on the front"
+    info = D.study_info(st, study)
+    if info.nasplat:
+        status += " · " + D.trust_line(info.attrs)
     skipped = (fronts.attrs.get("skipped") if fronts is not None else None) or {}
     msg = message("not overlaid: " + "; ".join(skipped.values()), "info") if skipped else None
     front = frame[frame["front"].astype(bool)].drop(columns=["feasible", "front"])

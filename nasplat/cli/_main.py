@@ -300,11 +300,16 @@ def pareto(
     ref = _parse_floats(reference) if reference else None
     if as_json:
         st, front, hv = _pareto(storage, study, ref, by)
-        from nasplat.study import objective_names
+        from nasplat.study import FINETUNE_SUMMARY, objective_names, trust_line
 
+        trust = st.user_attrs.get(FINETUNE_SUMMARY) or {}
         _print_json(
             {"study": st.study_name, "by": by, "objectives": objective_names(st),
              "directions": [d.name.lower() for d in st.directions], "reference": ref, "hypervolume": hv,
+             "estimate": "inherited" if by == "inherited" else "finetuned",
+             "trust": {"kendall_tau": trust.get("kendall_tau"), "spearman": trust.get("spearman"),
+                       "n": len(trust.get("trials") or []), "metric": trust.get("metric"),
+                       "from_scratch": trust.get("from_scratch"), "line": trust_line(st.user_attrs)},
              "front": _records(front)}
         )  # fmt: skip
     else:
@@ -348,12 +353,24 @@ def quickstart(
     n_train: Annotated[int | None, typer.Option(help="training images (default: the built-in run file's)")] = None,
     dataset: Annotated[str | None, typer.Option(help="fashion_mnist (default) or digits")] = None,
     space: Annotated[str | None, typer.Option(help="space name or file (default: nb201-cpu)")] = None,
+    trust_archs: Annotated[
+        int, typer.Option(min=0, help="architectures trained from scratch to check the estimate (0: skip the check)")
+    ] = 6,
 ) -> None:
-    """Train a small cell supernet on Fashion-MNIST, search, print the Pareto front and export the knee."""
+    """Train a small cell supernet on Fashion-MNIST, search, print the Pareto front, export the knee and check
+    how well the inherited accuracy ranks (a few architectures trained from scratch)."""
     from ._quickstart import run_quickstart
 
     run_quickstart(
-        out_dir, epochs=epochs, trials=trials, n_train=n_train, dataset=dataset, space=space, log=_log, console=out
+        out_dir,
+        epochs=epochs,
+        trials=trials,
+        n_train=n_train,
+        dataset=dataset,
+        space=space,
+        log=_log,
+        console=out,
+        trust_archs=trust_archs,
     )
 
 
@@ -445,6 +462,9 @@ def _print_pareto(storage: str, study_name: str | None, reference: list[float] |
     out.print(front_table(st, front, f"Pareto front of '{st.study_name}'{ranked} ({len(front)} trials)"))
     if hv is not None:
         out.print(f"hypervolume: {hv:.6g}")
+    from nasplat.study import trust_line
+
+    out.print(trust_line(st.user_attrs), highlight=False)
     return front
 
 

@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nasplat import seeds
 from nasplat.errors import NasplatError
-from nasplat.study import FINETUNE_PREFIX, METRIC_PREFIX
+from nasplat.study import FINETUNE_PREFIX, FINETUNE_SUMMARY, METRIC_PREFIX
 
 if TYPE_CHECKING:
     import optuna
@@ -139,25 +140,40 @@ class FinetuneInterrupted(NasplatError):
 
 
 def select_trials(study: optuna.Study, which: str) -> list[optuna.trial.FrozenTrial]:
-    """``front`` (the study's Pareto front, by inherited values) or comma-separated trial numbers."""
+    """``front`` (the study's Pareto front, by inherited values), ``front+N`` (the front and ``N`` off-front
+    trials at evenly spaced ranks of the first objective: what a check of the estimate's ranking needs), or
+    comma-separated trial numbers."""
     import optuna
 
-    from nasplat.study import pareto_frame
+    from nasplat.study import pareto_frame, trials_frame
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     text = which.strip()
+    extra = 0
+    if text.startswith("front+"):
+        try:
+            extra = int(text[len("front+") :])
+        except ValueError:
+            extra = -1
+        if extra < 0:
+            raise NasplatError(f"--trial front+N needs a whole number N >= 0; got '{which}'")
+        text = "front"
     if text == "front":
         front, _ = pareto_frame(study)
         if front.empty:
             raise NasplatError(f"study '{study.study_name}' has no completed trial, so no front to fine-tune")
         numbers = [int(n) for n in front["trial"]]
+        if extra:
+            numbers += off_front_trials(trials_frame(study), numbers, study.metric_names or [], extra)
     else:
         numbers = []
         for part in text.split(","):
             try:
                 numbers.append(int(part.strip()))
             except ValueError:
-                raise NasplatError(f"--trial must be 'front' or trial numbers like 3,7,12; got '{which}'") from None
+                raise NasplatError(
+                    f"--trial must be 'front', 'front+N' or trial numbers like 3,7,12; got '{which}'"
+                ) from None
         numbers = list(dict.fromkeys(numbers))
     chosen = []
     for n in numbers:
@@ -168,6 +184,20 @@ def select_trials(study: optuna.Study, which: str) -> list[optuna.trial.FrozenTr
             raise NasplatError(f"trial {n} is {t.state.name}, not COMPLETE: only evaluated trials can be fine-tuned")
         chosen.append(t)
     return chosen
+
+
+def off_front_trials(frame: Any, front: list[int], objectives: list[str], n: int) -> list[int]:
+    """``n`` completed trials off the front (one per architecture), at evenly spaced ranks of the first objective."""
+    if frame.empty or not objectives or objectives[0] not in frame:
+        return []
+    rest = frame[~frame["trial"].isin(front)]
+    if "arch_key" in rest:
+        rest = rest.drop_duplicates("arch_key")
+    rest = rest.sort_values([objectives[0], "trial"])
+    if len(rest) <= n:
+        return [int(t) for t in rest["trial"]]
+    picks = np.linspace(0, len(rest) - 1, n).round().astype(int)
+    return [int(rest["trial"].iloc[i]) for i in dict.fromkeys(picks.tolist())]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -623,7 +653,7 @@ def _write_back(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     study.set_user_attr(f"{FINETUNE_PREFIX}kendall_tau", tau_v)
-    study.set_user_attr(f"{FINETUNE_PREFIX}summary", summary)
+    study.set_user_attr(FINETUNE_SUMMARY, summary)
     log(
         f"rank agreement of inherited and stand-alone {metric} over {len(pairs)} finalists: "
         f"Kendall tau {_fmt(tau_v)}, Spearman {_fmt(rho_v)}"

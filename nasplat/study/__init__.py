@@ -60,11 +60,22 @@ if TYPE_CHECKING:
         study_names,
         trial_attrs,
     )
-    from .record import CHECKPOINT, FINETUNE_PREFIX, METRIC_PREFIX, PREDICTED_PREFIX, REJECTED, RUN_DIR, local_path
+    from .record import (
+        CHECKPOINT,
+        FINETUNE_PREFIX,
+        FINETUNE_SUMMARY,
+        METRIC_PREFIX,
+        PREDICTED_PREFIX,
+        REJECTED,
+        RUN_DIR,
+        local_path,
+        trust_line,
+    )
 
 __all__ = [
     "CHECKPOINT",
     "FINETUNE_PREFIX",
+    "FINETUNE_SUMMARY",
     "METRIC_PREFIX",
     "PARAM_PREFIX",
     "PREDICTED_PREFIX",
@@ -117,6 +128,7 @@ __all__ = [
     "supernet_frame",
     "trial_attrs",
     "trials_frame",
+    "trust_line",
 ]
 
 __getattr__, __dir__ = exports(__name__)

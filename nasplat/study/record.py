@@ -23,6 +23,7 @@ Trial attributes::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,8 @@ REJECTED = "rejected"
 METRIC_PREFIX = "metric:"
 FINETUNE_PREFIX = "finetune:"
 PREDICTED_PREFIX = "predicted:"
+#: study: the last stand-alone check of the estimate (written by ``nasplat finetune``; see :func:`trust_line`)
+FINETUNE_SUMMARY = "finetune:summary"
 
 
 def space_attrs(space: SearchSpace) -> dict[str, Any]:
@@ -115,3 +118,29 @@ def trial_metrics(attrs: Mapping[str, Any], prefix: str = METRIC_PREFIX) -> dict
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def trust_line(attrs: Mapping[str, Any]) -> str:
+    """How far the study's estimate can be trusted, in one line, from its study attributes: the Kendall tau
+    between the values the search optimised (inherited from the supernet) and stand-alone training of the
+    architectures ``nasplat finetune`` trained, with how many there were; or how to measure it."""
+    summary = attrs.get(FINETUNE_SUMMARY)
+    if not isinstance(summary, Mapping) or not summary.get("trials"):
+        return (
+            "estimate trust: not measured (values are inherited from the supernet); measure it with "
+            "`nasplat finetune --trial front+4 --from-scratch`"
+        )
+    tau_v, rho_v = (_finite_or_nan(summary.get(k)) for k in ("kendall_tau", "spearman"))
+    n = len(summary["trials"])
+    how = "trained from scratch" if summary.get("from_scratch") else "fine-tuned"
+    if not math.isfinite(tau_v):
+        return f"estimate trust: undefined over {n} architectures {how} (too few, or tied values)"
+    return (
+        f"estimate trust: Kendall tau {tau_v:.2f} (Spearman {rho_v:.2f}) "
+        "between inherited and stand-alone "
+        f"{summary.get('metric', 'accuracy')} over {n} architectures {how} (run '{summary.get('run', '?')}')"
+    )
+
+
+def _finite_or_nan(v: Any) -> float:
+    return float(v) if _is_number(v) else math.nan
