@@ -68,6 +68,23 @@ def test_studies_view(env: ViewEnv) -> None:
     assert STUDY in title and {"key": "objective 0", "value": "val_acc (maximize)"} in attrs
 
 
+def test_pareto_view_shows_the_measured_trust(tmp_path: Path) -> None:
+    import optuna
+
+    url = write_demo_search(tmp_path, [DemoStudy("trusted", "random", 6, seed=1)])
+    study = optuna.load_study(study_name="trusted", storage=url)
+    study.set_user_attr(
+        "finetune:summary",
+        {"trials": [0, 1, 2, 3, 4], "kendall_tau": 0.6, "spearman": 0.7, "metric": "val_acc", "from_scratch": True,
+         "run": "trust"},
+    )  # fmt: skip
+    local = ViewEnv(url, tmp_path / "exports")
+    state = pareto.controls_state(local, "trusted", "study", None, None, None, None, [], [], None)
+    x, y, z, bounds = state[3], state[4], state[5], state[10]
+    status = pareto.pareto_state(local, x, y, z, None, [], "pareto", [], bounds, "trusted")[3]
+    assert "estimate trust: Kendall tau 0.60" in status and "over 5 architectures trained from scratch" in status
+
+
 def test_pareto_view(env: ViewEnv) -> None:
     assert {"pareto-graph", "axis-x", "front-table"} <= ids(pareto.layout())
     state = pareto.controls_state(env, STUDY, "study", None, None, None, None, [], [], None)
@@ -79,6 +96,7 @@ def test_pareto_view(env: ViewEnv) -> None:
         env, x, y, z, None, positions, "pareto", slider_ids, bounds, STUDY
     )
     assert msg is None and "of 12 completed trials within the constraints" in status
+    assert "estimate trust: not measured" in status  # values inherited from a supernet, never checked
     assert front and all("trial" in r for r in front) and shown[0] == STUDY and len(texts) == len(bounds)
     # an unknown study says so, in one line
     *_, msg, _front, _cols, _texts, _shown = pareto.pareto_state(env, x, y, z, None, [], "pareto", [], {}, "nope")
