@@ -377,6 +377,38 @@ class FewShotLatencyModel:
         )
 
 
+# ------------------------------------------------------------------------------------------------ design
+def covering_design(prior_ms: np.ndarray, n: int, seed: int, *, pool: int = 2000, dims: int = 3) -> np.ndarray:
+    """Row indices of ``n`` networks to measure on a new device, chosen from the prior devices' latencies alone.
+
+    A seeded pool of ``pool`` rows (those with a positive, finite value on every prior device) is embedded by
+    the first ``dims`` principal components of the standardised log latencies, and ``n`` rows are picked by
+    greedy farthest-point selection (maximin) from a random first row: networks that the prior devices already
+    tell apart, spread over the space. It never reads the new device, so a user can run it before measuring
+    anything. The same ``prior_ms`` and seed give the same rows.
+    """
+    p = np.asarray(prior_ms, dtype=float)
+    if p.ndim == 1:
+        p = p[:, None]
+    ok = np.flatnonzero(np.isfinite(p).all(axis=1) & (p > 0).all(axis=1))
+    if n < 1 or n > len(ok):
+        raise NasplatError(f"cannot choose {n} networks from {len(ok)} rows with every prior device measured")
+    rng = np.random.default_rng(seed)
+    cand = rng.permutation(ok)[: max(n, min(pool, len(ok)))]
+    logs = np.log(p[cand])
+    sd = logs.std(axis=0)
+    z = (logs - logs.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    u, sv, _ = np.linalg.svd(z, full_matrices=False)
+    emb = u[:, :dims] * sv[:dims]
+    chosen = [0]
+    dist = np.linalg.norm(emb - emb[0], axis=1)
+    for _ in range(n - 1):
+        j = int(np.argmax(dist))
+        chosen.append(j)
+        dist = np.minimum(dist, np.linalg.norm(emb - emb[j], axis=1))
+    return cand[np.asarray(chosen)]
+
+
 # ------------------------------------------------------------------------------------------------ metrics
 def latency_metrics(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Share within ±10 % of measured, RMSE (ms), mean absolute relative error, and Kendall's tau."""
