@@ -18,6 +18,9 @@ pulls them towards a **prior**:
   measurements, then the per-layer coefficients shrunk towards that mix; without one, towards zero. The
   penalty's strength is chosen by leave-one-out on the few measurements.
 
+:func:`covering_design` picks the networks to measure on a new device from the prior devices' latencies alone
+(seeded maximin), so the few measurements cover the space without looking at the new device.
+
 Everything is numpy arrays in and out (``predict`` returns ms); ``to_dict``/``from_dict`` give a JSON-able
 form for saving. The predictor commands (``nasplat predictor fit --prior``) wrap this class; see the report in
 ``docs/bench-cost-models.md``.
