@@ -203,7 +203,7 @@ def test_evaluate_command_writes_inherited_metrics(
     # YAML lists work too; a bad row is named, one line, no traceback
     yml = tmp_path / "archs.yaml"
     yml.write_text(yaml.safe_dump([space.to_string(archs[0]), archs[1].as_dict()]))
-    res = runner.invoke(app, [*args[:4], str(yml), *args[5:]])
+    res = runner.invoke(app, [*args[:4], str(yml), "--out", str(tmp_path / "out_yaml.csv"), *args[7:]])
     assert res.exit_code == 0, res.output
     pd.DataFrame({"arch": [space.to_string(archs[0]), "|bogus~0|"]}).to_csv(csv, index=False)
     proc = subprocess.run([str(Path(sys.executable).parent / "nasplat"), *args], capture_output=True, text=True)

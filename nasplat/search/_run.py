@@ -144,7 +144,7 @@ def build_estimator(
 ) -> Estimator:
     """The estimator ``name`` with ``options`` (unknown ones are refused, naming the allowed): in this process,
     or spread over ``workers`` Ray actors. What a search run and ``nasplat evaluate`` both build through."""
-    registry.check_options("estimator", name, options)
+    registry.check_options("estimator", name, options, fixed=("space",))
     if workers > 1 or ray_address:
         from nasplat.measure import RayPoolEstimator
 
@@ -199,7 +199,6 @@ def run_search(
         mark_driver,
         open_study,
         quiet_optuna,
-        record_result,
         recover_stale_trials,
         requeue,
         suggest_architecture,
@@ -303,26 +302,34 @@ def run_search(
             asked = _within_budget(study, asked, want)
             pending = [t for t, _ in asked]
             beat = Heartbeat(storage, pending, run.heartbeat_s)
+            for trial, arch in asked:  # the claim other drivers read before evaluating the same architecture
+                storage.set_trial_system_attr(trial._trial_id, ARCH_CLAIM_ATTR, arch.key)
             # each architecture is measured once (by key, not by the family's canonical form: a table or an
-            # estimator may tell equivalent networks apart, as NAS-Bench-201's separately trained cells do)
-            fresh = [a for _, a in asked if a.key not in cache]
-            unique = list(dict.fromkeys(fresh))
-            t_eval = time.perf_counter()
-            measured = estimator.evaluate(unique) if unique else []
-            per_arch_s = (time.perf_counter() - t_eval) / max(len(unique), 1)
-            for arch, metrics in zip(unique, measured, strict=True):
-                for (_name, dev), model in cost_models.items():
-                    costs = model.estimate(space, arch, dev)
-                    metrics.update({f"{k}@{dev}" if dev else k: v for k, v in costs.items()})
-                metrics["eval_seconds"] = per_arch_s
-                cache[arch.key] = metrics
+            # estimator may tell equivalent networks apart, as NAS-Bench-201's separately trained cells do), across
+            # drivers too: one that another driver's earlier running trial claims is waited for, not measured again.
+            # Claims are read before results, so a claim that completes in between is found among the results.
+            mine: dict[str, int] = {}
             for trial, arch in asked:
-                metrics = dict(cache[arch.key])
-                record_result(trial, space, arch, metrics, provenance)
-                for c in run.constraints:
-                    trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
-                study.tell(trial, [metrics[_metric_key(o)] for o in run.objectives])
-                told.add(trial.number)
+                mine.setdefault(arch.key, trial.number)
+            others = _claimed_elsewhere(study, {k: n for k, n in mine.items() if k not in cache}, set(mine.values()))
+            _progress(study, cache)  # what other drivers finished while this batch was asked for
+            fresh = list(dict.fromkeys(a for _, a in asked if a.key not in cache))
+            unique = [a for a in fresh if a.key not in others]
+            _measure(estimator, cost_models, space, unique, cache)
+            # this driver's own results are told first, so a driver waiting on one of them is not kept waiting
+            waiting = [(t, a) for t, a in asked if a.key not in cache]
+            for trial, arch in asked:
+                if arch.key in cache:
+                    _tell(study, trial, space, arch, cache[arch.key], provenance, run)
+                    told.add(trial.number)
+            if waiting:
+                _wait_for_claims(study, cache, {others[a.key] for _, a in waiting}, run.heartbeat_s, run.grace_s)
+                late = list(dict.fromkeys(a for _, a in waiting if a.key not in cache))  # their trial failed
+                _measure(estimator, cost_models, space, late, cache)
+                unique += late
+                for trial, arch in waiting:
+                    _tell(study, trial, space, arch, cache[arch.key], provenance, run)
+                    told.add(trial.number)
         except BaseException as exc:  # a failed or interrupted batch leaves no trial running
             interrupted = isinstance(exc, KeyboardInterrupt)
             unfinished = [t for t in pending if t.number not in told]
@@ -458,6 +465,76 @@ def _within_budget(
         trial.set_user_attr(REJECTED, OVER_BUDGET)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return keep
+
+
+def _measure(
+    estimator: Any, cost_models: dict[Any, Any], space: SearchSpace, archs: list[Architecture],
+    cache: dict[str, dict[str, Any]],
+) -> None:  # fmt: skip
+    """Metrics of ``archs`` (the estimator's, every cost model's, the seconds each took) into ``cache``."""
+    if not archs:
+        return
+    t_eval = time.perf_counter()
+    measured = estimator.evaluate(archs)
+    per_arch_s = (time.perf_counter() - t_eval) / len(archs)
+    for arch, metrics in zip(archs, measured, strict=True):
+        for (_name, dev), model in cost_models.items():
+            costs = model.estimate(space, arch, dev)
+            metrics.update({f"{k}@{dev}" if dev else k: v for k, v in costs.items()})
+        metrics["eval_seconds"] = per_arch_s
+        cache[arch.key] = metrics
+
+
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, arch: Architecture, metrics: dict[str, Any],
+    provenance: dict[str, Any], run: RunSpec,
+) -> None:  # fmt: skip
+    from nasplat.study import record_result
+
+    metrics = dict(metrics)
+    record_result(trial, space, arch, metrics, provenance)
+    for c in run.constraints:
+        trial.set_constraint(c.name, c.violation(metrics[_metric_key(c)]))
+    study.tell(trial, [metrics[_metric_key(o)] for o in run.objectives])
+
+
+#: trial system attribute: the key of the architecture a running trial is measuring (read by the other drivers)
+ARCH_CLAIM_ATTR = "nasplat:arch"
+
+
+def _claimed_elsewhere(study: optuna.Study, keys: dict[str, int], mine: set[int]) -> dict[str, int]:
+    """key -> number of another driver's running trial that claimed the key with a lower trial number than this
+    driver's first trial of it (``keys``): the lowest number measures, so two drivers never wait on each other."""
+    import optuna
+
+    if not keys:
+        return {}
+    found: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        key = t.system_attrs.get(ARCH_CLAIM_ATTR)
+        if key in keys and t.number not in mine and t.number < min(keys[key], found.get(key, keys[key])):
+            found[key] = t.number
+    return found
+
+
+def _wait_for_claims(
+    study: optuna.Study, cache: dict[str, dict[str, Any]], numbers: set[int], heartbeat_s: float, grace_s: int
+) -> None:
+    """Wait until the other drivers' trials ``numbers`` are no longer running (told, failed, or found stale and
+    failed by :func:`recover_stale_trials`), taking their results into ``cache``."""
+    import optuna
+
+    from nasplat.study import quiet_optuna, recover_stale_trials
+
+    running = optuna.trial.TrialState.RUNNING
+    while True:
+        _progress(study, cache)
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False) if t.number in numbers}
+        if not any(state == running for state in states.values()):
+            return
+        with quiet_optuna():
+            recover_stale_trials(study, grace_s)
+        time.sleep(min(heartbeat_s, 0.5))
 
 
 def _progress(study: optuna.Study, cache: dict[str, dict[str, Any]]) -> tuple[int, int]:
