@@ -1,8 +1,9 @@
-"""Two `nasplat search` processes share one study through a real PostgreSQL server."""
+"""Three `nasplat search` drivers share one study through a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +18,7 @@ from nasplat.study import load_study, make_storage
 
 
 @pytest.mark.slow
-def test_two_workers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postgres_url: str) -> None:
+def test_three_drivers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postgres_url: str) -> None:
     space = load_space("nb201")
     rng = np.random.default_rng(0)
     table = tmp_path / "table.csv"
@@ -43,7 +44,7 @@ def test_two_workers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postg
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "nasplat.cli", "search", str(path)]
     workers = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
     ]
     outputs = [w.communicate(timeout=400) for w in workers]
     for w, (_out, err) in zip(workers, outputs, strict=True):
@@ -52,7 +53,7 @@ def test_two_workers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postg
     study = load_study(make_storage(postgres_url), "shared")
     trials = study.get_trials()
     by_state = Counter(t.state.name for t in trials)
-    # nothing left running or lost, and the budget is exact: trials that two workers asked for at the same moment
+    # nothing left running or lost, and the budget is exact: trials that several drivers asked for at the same moment
     # beyond it were given back (pruned, marked over budget) before anything was evaluated
     assert by_state["COMPLETE"] == 300
     assert set(by_state) <= {"COMPLETE", "PRUNED"}
@@ -61,10 +62,17 @@ def test_two_workers_one_study_no_duplicate_or_lost_trials(tmp_path: Path, postg
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     trials = [t for t in trials if t.state.name == "COMPLETE"]
     by_worker = Counter(t.user_attrs["provenance"]["worker"] for t in trials)
-    assert len(by_worker) == 2, by_worker  # both machines' processes did part of the work
+    assert len(by_worker) == 3, by_worker  # every driver did part of the work
     lookup = {}
     for line in table.read_text().splitlines()[1:]:
         a, acc, lat = line.split(",")
         lookup[a] = (float(acc), float(lat))
     for t in trials:  # every stored value is the table's value for the trial's architecture
         assert tuple(t.values) == pytest.approx(lookup[t.user_attrs["arch_string"]])
+
+    # architectures measured twice: a repeat proposal, or one that another driver's running trial had claimed,
+    # takes the stored result; what is left is the window between one driver's claim and another's read of the
+    # claims (both write, then read: a pair that interleaves so can both measure). Bounded: at most 1 % of trials.
+    measured = [int(re.findall(r"\((\d+) architectures evaluated in this run\)", out)[-1]) for out, _ in outputs]
+    distinct = len({t.user_attrs["arch_key"] for t in trials})
+    assert distinct <= sum(measured) <= distinct + 3, (measured, distinct)
