@@ -2,7 +2,8 @@
 
 The network is ``space.family.build_supernet(space, seed=seed).extract(arch)`` (the supernet is built once
 per :class:`ZeroCostProxies`; every architecture's network starts from the same seeded initial weights).
-Proxies (larger means "predicted better" for all of them):
+Proxies (larger means "predicted better" for all of them); :data:`PROXIES` are the six classic ones (the
+default set, what the ``zc`` encoder and the ``zc_<proxy>`` predictors use), :data:`ALL_PROXIES` adds the rest:
 
 ``params``     analytical parameter count (the family's layer records, ``analytical`` cost model)
 ``macs``       analytical multiply-accumulates (batch 1)
@@ -13,12 +14,45 @@ Proxies (larger means "predicted better" for all of them):
 ``snip``       SNIP saliency ``sum |θ ⊙ ∂L/∂θ|`` from the same backward pass
 ``naswot``     NASWOT (Mellor et al., 2021): ``log|K|`` of the Hamming-similarity kernel of the ReLU
                activation patterns of the batch
+``flops``      ``2 * macs`` (a baseline; ranks as ``macs`` does)
+``l2_norm``    ``sum over conv/linear weight tensors of ||W||₂`` at initialisation (NASLib's ``l2_norm``)
+``jacov``      Jacobian covariance (Mellor et al., 2020, arXiv v1): ``J`` the gradient of the summed output with
+               respect to each input of the batch (train mode), ``λ`` the eigenvalues of the correlation matrix
+               of ``J``'s rows; ``-sum(log(λ + k) + 1/(λ + k))``, ``k = 1e-5`` (``-inf`` for a constant ``J``)
+``fisher``     Fisher (Turner et al., 2020, as in Abdelfattah et al., 2021): for every conv/linear output ``a``
+               with loss gradient ``g``, ``0.5 * sum over channels of mean over the batch of
+               (sum over positions of a ⊙ g)²``, summed over layers
+``grasp``      GraSP (Wang et al., 2020): ``sum -θ ⊙ (H g)``, ``g = ∂L/∂θ`` and ``H`` the loss's Hessian in the
+               conv/linear weights (one Hessian-vector product, same batch)
+``zen``        Zen-score (Lin et al., 2021): weights re-drawn from N(0, 1), train-mode BatchNorm, two seeded
+               Gaussian batches; ``log E||f(x1) - f(x1 + 0.01 x2)||₁ + sum over BatchNorm2d of
+               log sqrt(mean channel batch variance)``, ``f`` the map entering the last global average pool
+``meco``       MeCo (Jiang et al., NeurIPS 2023): ``sum over modules with a ≥3-D output of the smallest
+               eigenvalue of the Pearson correlation matrix of the first sample's feature map reshaped to
+               (channels, -1)`` (as the authors' code: every module, NaN correlations set to 0)
+``az_expressivity``, ``az_progressivity``, ``az_trainability``
+               AZ-NAS (Lee & Ham, CVPR 2024) on the network's primary blocks (top-level children, the entries
+               of a top-level ``ModuleList`` one by one; for cells: stem, each cell and reduction block,
+               lastact): expressivity = sum over blocks of the entropy of the normalised eigenvalues of the
+               feature (per-pixel channel vector) covariance; progressivity = the smallest increase of that
+               entropy from one block to the next; trainability = mean over consecutive blocks of
+               ``2 - σ - 1/σ``, ``σ`` the block Jacobian's spectral norm estimated by backpropagating one seeded
+               Rademacher vector (an exact identity block scores ``-inf``, as the authors' code). The fourth
+               component, complexity, is ``flops``.
 
-The batch is ``batch_size`` inputs of the space's ``macro.input_shape``: seeded Gaussian noise with random
-labels (``data="noise"``, the default: needs no dataset), or images of a registered dataset
-(``data="cifar10"``...), drawn with the seed. Scores are cached per (space, settings, architecture).
+:func:`combine` is AZ-NAS's rank aggregation, ``sum over components of log(percentile)``. Ranks need a
+population: the percentile of a value is taken in a reference population (:func:`rank_percentiles`: mid-rank,
+``(#below + #equal/2 + 1/2) / (n + 1)``, monotone in the value), by default the scored population itself (as
+the paper ranks its candidates); the ``zero_cost`` estimator (:mod:`.zc_estimator`) passes a fixed seeded
+reference sample of the space, scored once, so one architecture's combined score is computable on its own.
 
-:class:`ZeroCostEncoder` (encoder ``zc``) makes the proxies extra features; :class:`ZeroCostPredictor`
+Every network proxy but synflow and zen comes from one forward pass on the batch in train mode (plus the
+backward passes each needs); zen and synflow each run a fresh copy. The batch is ``batch_size`` inputs of the
+space's ``macro.input_shape``: seeded Gaussian noise with random labels (``data="noise"``, the default: needs
+no dataset), or images of a registered dataset (``data="cifar10"``...), drawn with the seed. Scores are cached
+per (space, settings, architecture).
+
+:class:`ZeroCostEncoder` (encoder ``zc``) makes the classic proxies extra features; :class:`ZeroCostPredictor`
 (predictors ``zc_<proxy>``) uses one proxy as a predictor: the sign is taken from the training data (a proxy
 that anti-correlates is flipped) and a linear map to the target's units is fitted.
 """
