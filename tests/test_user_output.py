@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -72,48 +71,78 @@ def test_front_merges_equivalent_networks(tmp_path: Path) -> None:
     assert row["equivalents"] == 2
 
 
+#: a driver whose estimator stops in the middle of its second evaluation, announces it on stdout and waits there
+#: for the signal (once per run folder): the interrupt lands mid-batch on every machine, however loaded
+_PAUSING_DRIVER = """
+import signal, sys
+from pathlib import Path
+from estimators.accuracy import TabularEstimator
+from nasplat.registry import register
+
+
+@register("estimator", "pausing-tabular")
+class PausingTabular(TabularEstimator):
+    name = "pausing-tabular"
+
+    def __init__(self, space, table, marker, columns=None):
+        super().__init__(space, table, columns=columns)
+        self.marker, self.calls = Path(marker), 0
+
+    def evaluate(self, archs):
+        self.calls += 1
+        if self.calls == 2 and not self.marker.exists():
+            self.marker.write_text("paused")
+            print("PAUSED-MID-BATCH", flush=True)
+            signal.pause()  # Ctrl+C raises KeyboardInterrupt here
+        return super().evaluate(archs)
+
+
+from nasplat.cli._main import main
+
+sys.argv = ["nasplat", "search", sys.argv[1]]
+main()
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_names_what_was_kept_and_queues_the_batch_again(tmp_path: Path) -> None:
     from nasplat.study import load_study, make_storage
+    from nasplat.testing.faults import tabular_run
 
-    run = {
-        "space": str(SPACE),
-        "dataset": {"name": "digits", "n_train": 400, "n_val": 300, "batch_size": 64},
-        "supernet": {"train": {"epochs": 1, "max_steps_per_epoch": 2}},
-        # many calibration batches: each evaluation takes long enough to be interrupted mid-batch
-        "estimator": {"name": "supernet", "options": {"calib_batches": 40, "eval_batch_size": 10}},
-        "objectives": [{"metric": "accuracy", "direction": "maximize"}],
-        "sampler": {"name": "random"},
-        "trials": 12,
-        "batch_size": 4,
-        "run_dir": str(tmp_path / "run"),
-        "study": "ctrl-c",
-    }
-    path = tmp_path / "run.yaml"
+    path = tabular_run(tmp_path, trials=12, batch_size=4)
+    run = yaml.safe_load(path.read_text())
+    run["estimator"]["name"] = "pausing-tabular"
+    run["estimator"]["options"]["marker"] = str(tmp_path / "paused")
+    run["study"] = "ctrl-c"
     path.write_text(yaml.safe_dump(run))
+    driver = tmp_path / "driver.py"
+    driver.write_text(_PAUSING_DRIVER)
     url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
-    cmd = [sys.executable, "-m", "nasplat.cli", "search", str(path)]
-    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, str(driver), str(path)]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            trials = load_study(make_storage(url), "ctrl-c").get_trials(deepcopy=False)
-        except Exception:  # the study does not exist yet
-            trials = []
-        if any(t.state.name == "COMPLETE" for t in trials) and any(t.state.name == "RUNNING" for t in trials):
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:  # blocks until the driver stops mid-batch (or ends: then the asserts below say so)
+        seen.append(line)
+        if "PAUSED-MID-BATCH" in line:
+            running = [t for t in load_study(make_storage(url), "ctrl-c").get_trials() if t.state.name == "RUNNING"]
+            assert running, "".join(seen)  # the interrupt lands while a batch is being evaluated
             proc.send_signal(signal.SIGINT)
             break
-        time.sleep(0.02)  # polling the study: the interrupt lands when it shows a running batch
-    output, _ = proc.communicate(timeout=300)
+    rest, _ = proc.communicate(timeout=300)
+    output = "".join(seen) + rest
     assert proc.returncode == 130, output
     assert "interrupted:" in output and "queued again" in output and "Traceback" not in output, output[-3000:]
     study = load_study(make_storage(url), "ctrl-c")
+    assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) >= 4  # the batches before are kept
     failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
     waiting = {t.system_attrs.get("failed_trial") for t in study.get_trials() if t.state.name == "WAITING"}
-    assert failed and {t.number for t in failed} <= waiting  # every interrupted architecture is queued again
+    assert len(failed) == 4 and {t.number for t in failed} <= waiting  # every interrupted architecture is queued again
+    assert "4 unfinished architecture(s) queued again" in output, output[-3000:]
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
     assert "ETA" in again.stdout
     final = load_study(make_storage(url), "ctrl-c").get_trials()
     assert sum(t.state.name == "COMPLETE" for t in final) == 12
