@@ -6,4 +6,4 @@ bash .ci/setup.sh --dev
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"
 for pkg in nasplat search_spaces estimators predictors dashboards; do .venv/bin/mypy "$pkg"; done
-echo "== pytest"; .venv/bin/python -m pytest -q "$@"
+echo "== pytest"; .venv/bin/python -m pytest -q --durations=30 "$@"
