@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+SCHEDULERS = ("asha", "mo-asha", "none")
+
 
 def finetune(
     storage: Annotated[str, typer.Option("--storage", help="SQLAlchemy URL of the study storage")],
@@ -20,6 +22,13 @@ def finetune(
     ] = False,
     epochs: Annotated[int, typer.Option(min=1, help="most epochs per Tune trial (ASHA's max_t)")] = 10,
     samples: Annotated[int, typer.Option(min=1, help="Tune trials (hyper-parameter samples) per architecture")] = 4,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="early stopping: 'asha' (per architecture, on accuracy), 'mo-asha' (multi-objective: an "
+            "architecture stops when dominated on the study's objectives at its rung) or 'none'"
+        ),
+    ] = "asha",
     lr_min: Annotated[float, typer.Option(help="lowest learning rate (log-uniform)")] = 0.005,
     lr_max: Annotated[float, typer.Option(help="highest learning rate")] = 0.1,
     weight_decay_min: Annotated[float, typer.Option(help="lowest weight decay (log-uniform)")] = 1e-5,
@@ -44,12 +53,16 @@ def finetune(
     from rich.console import Console
     from rich.markup import escape
 
+    from nasplat.errors import NasplatError
     from nasplat.finetune import FinetuneInterrupted, FinetuneSettings, run_finetune
     from nasplat.search import existing_storage
     from nasplat.study import load_study
 
+    if scheduler not in SCHEDULERS:
+        raise NasplatError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got '{scheduler}'")
     con = Console(highlight=False, soft_wrap=True)
     settings = FinetuneSettings(
+        scheduler=scheduler,  # type: ignore[arg-type]  # checked above
         epochs=epochs,
         samples=samples,
         lr_min=lr_min,

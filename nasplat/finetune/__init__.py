@@ -1,5 +1,5 @@
-"""Fine-tuning finalists stand-alone: picking them, the Ray Tune trainable and schedulers, and
-writing the results back to the study.
+"""Fine-tuning finalists stand-alone: picking them, the Ray Tune trainable and schedulers (among them
+:class:`MultiObjectiveASHA`, usable in any Ray Tune run), and writing the results back to the study.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ if TYPE_CHECKING:
         run_finetune,
         select_trials,
     )
+    from ._mo_asha import MultiObjectiveASHA
 
 __all__ = [
     "FinetuneInterrupted",
     "FinetuneSettings",
+    "MultiObjectiveASHA",
     "load_module",
     "off_front_trials",
     "prepare_finalists",

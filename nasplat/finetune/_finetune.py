@@ -16,7 +16,20 @@ rate and weight decay and a choice of epoch budgets (cosine schedule over the tr
 ASHA on validation accuracy after every epoch. ASHA runs per architecture (:class:`PerArchitectureASHA`):
 trials compete only with trials of the same architecture, so a weak architecture is still measured. The
 configurations are drawn from ``seed`` (Tune's basic variant generator), so the same seed gives the same
-search. Resources per trial come from the Ray cluster: CPU threads (``torch.set_num_threads``) and, when the
+search. ``scheduler`` picks how trials are stopped early:
+
+- ``asha`` (the default): per-architecture ASHA on the task's primary metric, as above;
+- ``mo-asha``: :class:`~nasplat.finetune.MultiObjectiveASHA` grouped by finalist, on the stand-alone
+  primary metric and the study's other objectives (their directions from the study; the values of those the
+  task does not measure, such as MACs or latency, are the finalist's own study values, fixed for it and
+  reported by every epoch's result). Samples of one architecture still compete with each other (within the
+  group, on the same ordering, which for fixed costs is the primary metric's); across architectures, an
+  architecture whose best sample at a rung is dominated by enough other architectures' bests (outside the
+  top ``1/reduction_factor`` by non-domination rank, then crowding distance) has its samples stopped there.
+  Compute goes to the architectures that can still reach the stand-alone front; a stopped architecture
+  keeps the results it reached, so every finalist is still measured. Rungs are counted in epochs;
+- ``none``: no early stopping, every trial trains its whole epoch budget.
+ Resources per trial come from the Ray cluster: CPU threads (``torch.set_num_threads``) and, when the
 cluster has GPUs, a GPU fraction.
 
 Layout of a run (``<study run dir>/finetune/<name>/``, ``name`` is ``finetune`` or ``scratch``)::
@@ -49,7 +62,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -84,6 +97,9 @@ class FinetuneSettings(BaseModel):
     weight_decay_max: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     batch_size: int | None = Field(default=None, ge=1, description="default: the study's dataset batch size")
+    scheduler: Literal["asha", "mo-asha", "none"] = Field(
+        default="asha", description="early stopping: per-architecture ASHA, multi-objective ASHA or none"
+    )
     grace_period: int = Field(default=1, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: float = Field(default=2.0, gt=1)
     from_scratch: bool = False
@@ -278,6 +294,7 @@ def prepare_finalists(
     from nasplat.datasets import load_splits
     from nasplat.model import Calibration, load_checkpoint, recalibrate_path, seeded
     from nasplat.seeds import derive_seed
+    from nasplat.study import objective_names
 
     run_spec, data = _study_data(study)
     seed = int(run_spec.get("seed", 0))
@@ -296,6 +313,7 @@ def prepare_finalists(
         load_checkpoint(supernet, Path(ckpt))
     train, _ = load_splits(data)
     task = space.family.task(space)
+    fixed = [(i, n) for i, n in enumerate(objective_names(study)) if n not in task.metrics]
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
         arch = space.from_key(str(t.user_attrs["arch_key"]))
@@ -313,7 +331,10 @@ def prepare_finalists(
             recalibrate_path(supernet, arch, task, train, calib)
             module = supernet.extract(arch)
         save_module(module, target, {"arch_key": arch.key, "trial": t.number})
-        out[str(t.number)] = {"init": str(target.resolve()), "arch_key": arch.key, "arch": space.to_string(arch)}
+        out[str(t.number)] = {
+            "init": str(target.resolve()), "arch_key": arch.key, "arch": space.to_string(arch),
+            "objectives": {n: float(t.values[i]) for i, n in fixed if t.values is not None},
+        }  # fmt: skip
         log(
             f"  trial {t.number}: {space.to_string(arch)} ({'fresh weights' if settings.from_scratch else 'inherited'})"
         )
@@ -391,7 +412,7 @@ def run_finetune(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    from ._tune import PerArchitectureASHA, train_finalist
+    from ._tune import finetune_scheduler, train_finalist
 
     task = space.family.task(space)
     metric = task.primary
@@ -406,6 +427,8 @@ def run_finetune(
             previous = json.loads((run_dir / "request.json").read_text())
         except (OSError, json.JSONDecodeError):
             previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("settings"), dict):
+            previous["settings"].setdefault("scheduler", "asha")  # a run from before there was a choice
         if previous != request:
             raise NasplatError(
                 f"{run_dir} holds a fine-tuning run with other trials or settings; use another --name "
@@ -438,10 +461,7 @@ def run_finetune(
             "epochs": tune.choice(settings.epoch_budgets()),
             "setup": str(run_dir / "setup.json"),
         }
-        scheduler = PerArchitectureASHA(
-            "finalist", max_t=settings.epochs, grace_period=min(settings.grace_period, settings.epochs),
-            reduction_factor=settings.reduction_factor,
-        )  # fmt: skip
+        scheduler = finetune_scheduler(settings, scheduler_objectives(study, metric, mode, task.metrics))
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -461,8 +481,10 @@ def run_finetune(
                 verbose=1 if progress else 0,
             ),
         )
+    stopping = {"asha": "ASHA per architecture", "mo-asha": "multi-objective ASHA", "none": "no early stopping"}
     log(
         f"{n_tune} Tune trials ({settings.samples} per architecture, up to {settings.epochs} epochs, "
+        f"{stopping[settings.scheduler]}, "
         f"{resources['cpu']:g} CPU" + (f" + {resources['gpu']:.3g} GPU" if resources["gpu"] else "") + " each)"
     )
     grid = tuner.fit()
@@ -475,6 +497,19 @@ def run_finetune(
     rows = _collect(study, space, grid, metric, mode, run_dir, settings, log)
     seconds = time.perf_counter() - t0
     return _write_back(study, rows, metric, name, run_dir, settings, seconds, resumed, log)
+
+
+def scheduler_objectives(study: optuna.Study, metric: str, mode: str, task_metrics: dict[str, str]) -> dict[str, str]:
+    """What ``--scheduler mo-asha`` ranks on: the task's primary metric (measured stand-alone) and the study's
+    objectives, by name, in the study's directions (a task metric stand-alone, any other the finalist's own
+    study value, which the trainable reports with every epoch)."""
+    from nasplat.study import objective_names
+
+    out = {metric: mode}
+    for name, direction in zip(objective_names(study), study.directions, strict=True):
+        if name not in out:
+            out[name] = "max" if direction.name == "MAXIMIZE" else "min"
+    return out
 
 
 def _saved_progress(exp_dir: Path) -> tuple[int, int]:

@@ -1,11 +1,14 @@
-"""The Ray Tune side of :mod:`nasplat.finetune`: the trainable and the per-architecture ASHA scheduler.
+"""The Ray Tune side of :mod:`nasplat.finetune`: the trainable and its schedulers (per-architecture ASHA, the
+multi-objective :class:`~nasplat.finetune.MultiObjectiveASHA` grouped by finalist, or none).
 
 Imported only when a fine-tuning run starts (it imports Ray at the top), and by Tune's workers, which call
 :func:`train_finalist` with one trial's configuration::
 
     {"finalist": <study trial number>, "lr": ..., "weight_decay": ..., "epochs": ..., "setup": <setup.json>}
 
-Every epoch the trial reports the family task's metrics on the validation split and a checkpoint
+Every epoch the trial reports the family task's metrics on the validation split (with the study's other
+objectives of its finalist, fixed values such as MACs, under their own names: what the multi-objective
+scheduler ranks on) and a checkpoint
 (``model.safetensors``, ``optimizer.pt`` read back with ``weights_only=True``, ``state.json``). A trial
 restored after an interruption continues from its last checkpoint; its data order and learning rates are
 those of an uninterrupted run (both are functions of the seed, the epoch and the step).
@@ -20,7 +23,7 @@ from typing import Any
 
 import torch
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from torch import nn
 
 from nasplat import seeds
@@ -81,6 +84,25 @@ class PerArchitectureASHA(FIFOScheduler):  # type: ignore[misc]
         return f"ASHA per architecture ({len(self._children)} architectures): {stopped} trials stopped early"
 
 
+def finetune_scheduler(settings: Any, objectives: dict[str, str]) -> TrialScheduler:
+    """The scheduler ``settings.scheduler`` names: ``asha`` (:class:`PerArchitectureASHA` on the task's primary
+    metric, which TuneConfig's metric and mode give it), ``mo-asha`` (:class:`MultiObjectiveASHA` on
+    ``objectives``, grouped by finalist, in epochs) or ``none`` (every trial runs its whole budget)."""
+    from ._mo_asha import MultiObjectiveASHA
+
+    grace = min(settings.grace_period, settings.epochs)
+    if settings.scheduler == "none":
+        return FIFOScheduler()
+    if settings.scheduler == "mo-asha":
+        return MultiObjectiveASHA(
+            objectives, time_attr="epoch", max_t=settings.epochs, grace_period=grace,
+            reduction_factor=settings.reduction_factor, group="finalist",
+        )  # fmt: skip
+    return PerArchitectureASHA(
+        "finalist", max_t=settings.epochs, grace_period=grace, reduction_factor=settings.reduction_factor
+    )
+
+
 def _optimizer(model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.SGD:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
@@ -124,6 +146,7 @@ def train_finalist(config: dict[str, Any]) -> None:
     data = DataSpec.model_validate(setup["dataset"])
     train, val = load_splits(data)
     knobs = setup["settings"]
+    fixed = {k: float(v) for k, v in (finalist.get("objectives") or {}).items()}  # the study's costs of it
     device = _device()
 
     model = load_module(Path(finalist["init"])).to(device)
@@ -181,6 +204,6 @@ def train_finalist(config: dict[str, Any]) -> None:
             tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
             save_file(tensors, str(Path(folder) / "model.safetensors"))
             torch.save(optimizer.state_dict(), Path(folder) / "optimizer.pt")
-            result = {**metrics, "epoch": epoch + 1, "train_loss": loss_sum / max(n_steps, 1)}
+            result = {**fixed, **metrics, "epoch": epoch + 1, "train_loss": loss_sum / max(n_steps, 1)}
             (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch + 1, "step": step, "result": result}))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
