@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,13 +55,18 @@ CHROMIUM_ARGS = [
 STUDY = "bench-20k"
 
 
-def build_storage(folder: Path, n_trials: int, seed: int = 0) -> str:
-    """A SQLite storage holding one nasplat study of ``n_trials`` completed trials; returns its URL."""
+def build_storage(folder: Path, studies: Mapping[str, int], seed: int = 0, file: str = "bench.db") -> str:
+    """A SQLite storage holding nasplat studies (name -> number of completed trials); returns its URL.
+
+    Each study gets its own seed, so the overlaid fronts differ. The trials are written with one ``executemany``
+    per table in a single transaction (Optuna's schema, as its SQLAlchemy models define it)."""
+    import sqlite3
+
     import optuna
-    import sqlalchemy
     from optuna.distributions import CategoricalDistribution, distribution_to_json
     from optuna.storages._rdb import models
 
+    from nasplat import registry
     from nasplat.search import make_sampler
     from nasplat.space import load_space
     from nasplat.study import METRIC_PREFIX, make_storage, open_study
@@ -70,72 +76,81 @@ def build_storage(folder: Path, n_trials: int, seed: int = 0) -> str:
     space_file = folder / "demo-cell.yaml"
     space_file.write_text(DEMO_SPACE)
     space = load_space(space_file)
-    url = f"sqlite:///{(folder / 'bench.db').as_posix()}"
+    db = folder / file
+    url = f"sqlite:///{db.as_posix()}"
     storage = make_storage(url)
     objectives = [
         {"metric": "val_acc", "direction": "maximize", "cost_model": None, "device": None},
         {"metric": "macs", "direction": "minimize", "cost_model": "analytical", "device": None},
     ]
-    study = open_study(
-        storage, STUDY, space=space, objectives=objectives,
-        sampler=make_sampler("nsga2", seed=seed, n_objectives=2, space=space),
-        attrs={"run_spec": {"trials": n_trials}, "estimator": "tabular", "sampler": "nsga2", "dataset": "digits"},
-    )  # fmt: skip
-    study_id = study._study_id
-
-    from nasplat import registry
-
     cost = registry.get("cost_model", "analytical")()
-    rng = np.random.default_rng(seed)
     dims = space.dimensions
-    dists = {d.label: CategoricalDistribution(list(d.choices)) for d in dims}  # type: ignore[arg-type]
-    dist_json = {k: distribution_to_json(v) for k, v in dists.items()}
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    trials: list[dict[str, Any]] = []
-    values: list[dict[str, Any]] = []
-    params: list[dict[str, Any]] = []
-    attrs: list[dict[str, Any]] = []
-    provenance = json.dumps({"estimator": "synthetic", "space": space.name, "space_hash": space.hash, "seed": seed})
-    cache: dict[str, dict[str, float]] = {}
-    for n in range(n_trials):
-        idx = [int(rng.integers(len(d.choices))) for d in dims]
+    dist_json = {d.label: distribution_to_json(CategoricalDistribution(list(d.choices))) for d in dims}  # type: ignore[arg-type]
+    # every architecture of the space once: its key, string and cost metrics (the trials draw from these)
+    import itertools
+
+    archs = []
+    for idx in itertools.product(*(range(len(d.choices)) for d in dims)):
         arch = space.make({d.label: d.choices[i] for d, i in zip(dims, idx, strict=True)})
-        if arch.key not in cache:
-            cache[arch.key] = cost.estimate(space, arch, None)
-        metrics = dict(cache[arch.key])
-        metrics["val_acc"] = float(np.clip(0.4 + 0.5 * np.log10(metrics["macs"]) / 5 + rng.normal(0, 0.05), 0, 1))
-        trial_id = n + 1
-        start = t0 + dt.timedelta(seconds=2 * n)
-        trials.append(
-            {
-                "trial_id": trial_id, "number": n, "study_id": study_id, "state": optuna.trial.TrialState.COMPLETE,
-                "datetime_start": start.replace(tzinfo=None), "datetime_complete": (start + dt.timedelta(seconds=1.5)).replace(tzinfo=None),
-            }
+        metrics = cost.estimate(space, arch, None)
+        archs.append((idx, json.dumps(arch.key), json.dumps(space.to_string(arch)),
+                      {METRIC_PREFIX + k: json.dumps(float(v)) for k, v in metrics.items()}, float(metrics["macs"])))  # fmt: skip
+    study_ids = {}
+    for k, (name, n_trials) in enumerate(studies.items()):
+        study = open_study(
+            storage, name, space=space, objectives=objectives,
+            sampler=make_sampler("nsga2", seed=seed + k, n_objectives=2, space=space),
+            attrs={"run_spec": {"trials": n_trials}, "estimator": "tabular", "sampler": "nsga2", "dataset": "digits"},
         )  # fmt: skip
-        for k, v in enumerate((metrics["val_acc"], metrics["macs"])):
-            values.append(
-                {"trial_id": trial_id, "objective": k, "value": v,
-                 "value_type": models.TrialValueModel.TrialValueType.FINITE}
-            )  # fmt: skip
-        for d, i in zip(dims, idx, strict=True):
-            params.append(
-                {"trial_id": trial_id, "param_name": d.label, "param_value": float(i), "distribution_json": dist_json[d.label]}
-            )  # fmt: skip
-        row_attrs = {"arch_key": json.dumps(arch.key), "arch_string": json.dumps(space.to_string(arch))}
-        row_attrs.update({METRIC_PREFIX + k: json.dumps(float(v)) for k, v in metrics.items()})
-        row_attrs["provenance"] = provenance
-        attrs.extend({"trial_id": trial_id, "key": k, "value_json": v} for k, v in row_attrs.items())
-    engine = sqlalchemy.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.insert(models.TrialModel.__table__), trials)
-        conn.execute(sqlalchemy.insert(models.TrialValueModel.__table__), values)
-        conn.execute(sqlalchemy.insert(models.TrialParamModel.__table__), params)
-        conn.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), attrs)
-    engine.dispose()
-    # the storage reads back through Optuna like any other
-    loaded = optuna.load_study(study_name=STUDY, storage=url)
-    t = loaded.trials[n_trials // 2]
-    assert len(loaded.trials) == n_trials and t.state == optuna.trial.TrialState.COMPLETE and len(t.params) == len(dims)
+        study_ids[name] = study._study_id
+    t0 = dt.datetime(2026, 1, 1)
+    trials: list[tuple[Any, ...]] = []
+    values: list[tuple[Any, ...]] = []
+    params: list[tuple[Any, ...]] = []
+    attrs: list[tuple[Any, ...]] = []
+    trial_id = 0
+    for k, (name, n_trials) in enumerate(studies.items()):
+        rng = np.random.default_rng(seed + k)
+        provenance = json.dumps({"estimator": "synthetic", "space": space.name, "space_hash": space.hash, "seed": seed + k})
+        picks = rng.integers(len(archs), size=n_trials)
+        noise = rng.normal(0, 0.05, size=n_trials)
+        shift = 0.01 * k  # each study's front a little apart from the others'
+        for n in range(n_trials):
+            idx, key, string, metric_json, macs = archs[int(picks[n])]
+            val_acc = float(np.clip(0.4 + 0.1 * np.log10(macs) + noise[n] - shift, 0, 1))
+            trial_id += 1
+            start = t0 + dt.timedelta(seconds=2 * n + k)
+            trials.append((trial_id, n, study_ids[name], "COMPLETE", start.isoformat(" ", "microseconds"),
+                           (start + dt.timedelta(seconds=1.5)).isoformat(" ", "microseconds")))  # fmt: skip
+            values.append((trial_id, 0, val_acc, "FINITE"))
+            values.append((trial_id, 1, macs, "FINITE"))
+            params.extend((trial_id, d.label, float(i), dist_json[d.label]) for d, i in zip(dims, idx, strict=True))
+            attrs.append((trial_id, "arch_key", key))
+            attrs.append((trial_id, "arch_string", string))
+            attrs.extend((trial_id, m, v) for m, v in metric_json.items())
+            attrs.append((trial_id, "provenance", provenance))
+    t = models
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            f"INSERT INTO {t.TrialModel.__tablename__} (trial_id, number, study_id, state, datetime_start, "
+            "datetime_complete) VALUES (?, ?, ?, ?, ?, ?)", trials)  # fmt: skip
+        conn.executemany(
+            f"INSERT INTO {t.TrialValueModel.__tablename__} (trial_id, objective, value, value_type) VALUES (?, ?, ?, ?)",
+            values)  # fmt: skip
+        conn.executemany(
+            f"INSERT INTO {t.TrialParamModel.__tablename__} (trial_id, param_name, param_value, distribution_json) "
+            "VALUES (?, ?, ?, ?)", params)  # fmt: skip
+        conn.executemany(
+            f"INSERT INTO {t.TrialUserAttributeModel.__tablename__} (trial_id, key, value_json) VALUES (?, ?, ?)",
+            attrs)  # fmt: skip
+    # the storage reads back through Optuna like any other: a trial of each study, as Optuna decodes it
+    rdb = optuna.storages.RDBStorage(url)
+    for name, n_trials in studies.items():
+        sid = rdb.get_study_id_from_name(name)
+        frozen = rdb.get_trial(rdb.get_trial_id_from_study_id_trial_number(sid, n_trials // 2))
+        assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.params) == len(dims)
+        assert frozen.user_attrs["arch_key"] and len(frozen.values or []) == 2
+    rdb.engine.dispose()
     return url
 
 

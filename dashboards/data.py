@@ -89,7 +89,10 @@ __all__ = [
     "hypervolume_frame",
     "latest_study",
     "metric_columns",
+    "objectives_text",
     "open_storage",
+    "overlay_frame",
+    "overlay_message",
     "pareto_frame",
     "parse_filter",
     "predicted_frame",
@@ -222,6 +225,86 @@ def _describe(info: StudyInfo, arch_key: Any, choices: pd.DataFrame) -> tuple[di
     except NasplatError as exc:
         return None, f"cannot rebuild the architecture ({exc}): showing the choices only"
     return json.loads(json.dumps(described, default=str)), None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# several studies on one Pareto view
+
+
+def objectives_text(info: StudyInfo) -> str:
+    """A study's objectives as ``val_acc (max), macs (min)``."""
+    return (
+        ", ".join(
+            f"{m} ({'max' if d == 'maximize' else 'min'})"
+            for m, d in zip(info.objectives, info.directions, strict=True)
+        )
+        or "no objectives"
+    )
+
+
+def overlay_frame(
+    storage: Storage | str,
+    study: str,
+    others: Sequence[str],
+    axes: Sequence[str],
+    constraints: Constraints | None = None,
+) -> pd.DataFrame:
+    """Every completed trial of the studies ``others``, to draw over ``study``'s Pareto view on ``axes``.
+
+    :func:`pareto_frame` of each (``trial``, ``arch``, the axes, ``feasible``, ``front``) with a ``study`` column,
+    in the order given. A study is drawn only if it shares the plotted objectives: it records every axis, in the
+    direction ``study`` has for it. ``attrs["skipped"]`` (name -> why) lists the others, ``attrs["mismatch"]``
+    those whose objectives differ, and ``attrs["objectives"]`` every study's objectives as text (for the message).
+    """
+    st = open_storage(storage)
+    info = study_info(st, study)
+    axes = list(dict.fromkeys(axes))
+    wanted = {a: info.direction_of(a) for a in axes}
+    parts = []
+    skipped: dict[str, str] = {}
+    mismatch: list[str] = []
+    texts = {study: objectives_text(info)}
+    for name in dict.fromkeys(o for o in others if o != study):
+        try:
+            other = study_info(st, name)
+            texts[name] = objectives_text(other)
+            recorded = set(available_metrics(st, name))
+            if any(a not in recorded or other.direction_of(a) != d for a, d in wanted.items()):
+                mismatch.append(name)
+                skipped[name] = f"study '{name}' has {texts[name]}; '{study}' has {texts[study]}"
+                continue
+            p = pareto_frame(st, name, axes, constraints)
+        except NasplatError as exc:
+            skipped[name] = str(exc)
+            continue
+        p.insert(0, "study", name)
+        parts.append(p)
+    cols = ["study", "trial", "arch", *axes, "feasible", "front"]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    out.attrs.update(overlay=True, skipped=skipped, mismatch=mismatch, objectives=texts, axes=axes, study=study)
+    return out
+
+
+def overlay_message(frame: pd.DataFrame) -> str | None:
+    """One line saying which studies :func:`overlay_frame` left out, and why; None when none was."""
+    skipped: dict[str, str] = dict(frame.attrs.get("skipped") or {})
+    if not skipped:
+        return None
+    mismatch = [n for n in frame.attrs.get("mismatch") or [] if n in skipped]
+    texts: dict[str, str] = dict(frame.attrs.get("objectives") or {})
+    study = str(frame.attrs.get("study", ""))
+    parts = []
+    if mismatch:
+        names = ", ".join(f"'{n}' ({texts.get(n, '?')})" for n in mismatch)
+        axes = ", ".join(frame.attrs.get("axes") or [])
+        parts.append(
+            f"not overlaid, the studies must share the plotted objectives ({axes}, as '{study}' has them: "
+            f"{texts.get(study, '?')}): {names}"
+        )
+    rest = [why for n, why in skipped.items() if n not in mismatch]
+    if rest:
+        parts.append("not overlaid: " + "; ".join(rest))
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,13 @@ TRACE_EXCLUDED = "trials outside constraints"
 TRACE_NEAR = "trials within constraints, nearest the front"
 #: a density trace's name is the name of the points it stands for, with this after it
 DENSITY_SUFFIX = " (density)"
+#: an overlaid study's trials within the constraints (drawn as points), followed by the study's name
+TRACE_OTHER = "trials of "
+#: the overlaid studies' trials within the constraints not drawn as points, above the density threshold
+TRACE_OVERLAY = "trials of the overlaid studies"
+#: at least this many trials nearest its front stay points for each overlaid study over a density
+NEAR_OVERLAY_POINTS = 40
+_OVERLAY_SCALE = [[0.0, "#fde0c5"], [1.0, "#d94801"]]
 POINTS = ("auto", "all")
 
 
@@ -47,13 +55,39 @@ def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     return fig
 
 
+@cache
+def _template() -> dict[str, Any]:
+    import plotly.io as pio
+
+    return dict(pio.templates["plotly_white"].to_plotly_json())
+
+
+def _figure(traces: list[dict[str, Any]], title: str, **kw: Any) -> go.Figure:
+    """A figure from plain trace and layout dicts, as :func:`_layout` lays figures out, built without plotly.py's
+    validation: on a plot of a few dozen traces that validation takes longer than everything else on the server.
+    The traces hold only properties plotly.js knows (what :mod:`.figures` writes)."""
+    layout: dict[str, Any] = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 15}},
+        "template": _template(),
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "legend": {"orientation": "h", "y": -0.18},
+        **kw,
+    }
+    return go.Figure(data=traces, layout=layout, _validate=False)
+
+
 def message_figure(text: str, title: str = "") -> go.Figure:
     """An empty plot that says ``text`` (e.g. "no data yet")."""
-    fig = go.Figure()
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 15})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _layout(fig, title, height=300)
+    note = {
+        "text": text,
+        "x": 0.5,
+        "y": 0.5,
+        "xref": "paper",
+        "yref": "paper",
+        "showarrow": False,
+        "font": {"size": 15},
+    }
+    return _figure([], title, height=300, annotations=[note], xaxis={"visible": False}, yaxis={"visible": False})
 
 
 def axis_title(metric: str, direction: str) -> str:
@@ -68,96 +102,132 @@ def _hovertemplate(axes: Sequence[str], name: str) -> str:
 
 def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, title: str | None = None,
                   points: str = "auto") -> go.Figure:  # fmt: skip
-    """Trials of one study on 2 or 3 axes: within / outside constraints, its front, and other studies' fronts.
+    """Trials of one study on 2 or 3 axes: within / outside constraints, its front, and other studies overlaid.
 
-    ``frame`` is :func:`.data.pareto_frame`'s result; ``fronts`` is :func:`.data.fronts_frame`'s for the studies
-    to overlay (the selected study's own front is drawn from ``frame``). Every point carries its trial number
-    in ``customdata`` and every trace its study in ``meta`` (see :func:`trace_studies`).
+    ``frame`` is :func:`.data.pareto_frame`'s result. ``fronts``: the studies to overlay, either
+    :func:`.data.overlay_frame`'s result (every trial; ``attrs["overlay"]`` is set: each study's trials within
+    the constraints and its front are drawn in its own colour, under one legend group) or
+    :func:`.data.fronts_frame`'s (their fronts only). Every point carries its trial number in ``customdata`` and
+    every trace its study in ``meta`` (see :func:`trace_studies`).
 
     ``points="all"`` draws every trial as a point (WebGL above 2,000). ``"auto"`` does so too, except on 2 axes
-    with more than :data:`DENSITY_THRESHOLD` trials: there the trials are drawn as a density (a heat map of
-    trials per cell, one for those within and one for those outside the constraints) under points for the front
-    and for at least :data:`NEAR_FRONT_POINTS` feasible trials nearest it (whole non-dominated layers). Every
-    trial is counted once: in a density, or as a point. A browser draws this without WebGL, which in software
-    rendering costs about half a second before the first point shows.
+    with more than :data:`DENSITY_THRESHOLD` trials in all: there the selected study's trials are drawn as a
+    density (a heat map of trials per cell, one for those within and one for those outside the constraints)
+    under points for its front and for at least :data:`NEAR_FRONT_POINTS` feasible trials nearest it (whole
+    non-dominated layers); each overlaid study keeps its front and the feasible trials of its first
+    non-dominated layers as points in its colour, and the rest of the overlaid studies' feasible trials are
+    one density (:data:`TRACE_OVERLAY`). Every trial within the constraints is counted once: in a density, or
+    as a point. A browser draws this without WebGL, which in software rendering costs about half a second
+    before the first point shows.
     """
     axes: list[str] = list(frame.attrs.get("axes") or [])
     directions: list[str] = list(frame.attrs.get("directions") or ["minimize"] * len(axes))
     study = str(frame.attrs.get("study", ""))
     three = len(axes) == 3
     n = len(frame)
-    fig = go.Figure()
     if n == 0:
         return message_figure("no completed trials yet", title or f"Pareto front of '{study}'")
+    if points not in POINTS:
+        raise ValueError(f"points must be one of {POINTS}, got {points!r}")
+    overlay = fronts is not None and not fronts.empty and bool(fronts.attrs.get("overlay"))
+    others = (
+        [str(s) for s in pd.unique(fronts["study"]) if s != study] if fronts is not None and not fronts.empty else []
+    )
+    traces: list[dict[str, Any]] = []
 
     def scatter(part: pd.DataFrame, name: str, color: str, *, size: int = 6, line: bool = False,
-                symbol: str = "circle", who: str = study) -> None:  # fmt: skip
+                symbol: str = "circle", who: str = study, group: str | None = None,
+                opacity: float | None = None) -> None:  # fmt: skip
         part = part.sort_values(axes[0]) if line else part
-        common: dict[str, Any] = {
+        trace: dict[str, Any] = {
             "name": name,
             "meta": who,
             # a plain list: Dash's clickData leaves out customdata held in typed arrays
             "customdata": [int(t) for t in part["trial"].tolist()],
             "hovertemplate": _hovertemplate(axes, name),
             "mode": "lines+markers" if line else "markers",
+            "x": part[axes[0]].to_numpy(dtype=float),
         }
-        marker = {"color": color, "size": size, "symbol": symbol}
+        if group is not None:
+            trace["legendgroup"] = group
+        marker: dict[str, Any] = {"color": color, "size": size, "symbol": symbol}
+        if opacity is not None:
+            marker["opacity"] = opacity
         if three:
             marker["size"] = max(size - 2, 2)
-            fig.add_trace(go.Scatter3d(x=part[axes[0]], y=part[axes[1]], z=part[axes[2]], marker=marker, **common))
+            trace.update(type="scatter3d", y=part[axes[1]].to_numpy(dtype=float), z=part[axes[2]].to_numpy(dtype=float))
+            traces.append({**trace, "marker": marker})
             return
-        cls = go.Scattergl if len(part) > _GL_THRESHOLD else go.Scatter
-        # the staircase of the attained region: across first when x is minimised, up or down first otherwise
-        shape = "hv" if directions[0] == "minimize" else "vh"
-        extra: dict[str, Any] = {"line": {"shape": shape, "color": color, "width": 2}} if line else {}
-        y = part[axes[1]] if len(axes) > 1 else np.zeros(len(part))
-        fig.add_trace(cls(x=part[axes[0]], y=y, marker=marker, **common, **extra))
+        trace["type"] = "scattergl" if len(part) > _GL_THRESHOLD else "scatter"
+        trace["y"] = part[axes[1]].to_numpy(dtype=float) if len(axes) > 1 else np.zeros(len(part))
+        if line:  # the staircase of the attained region: across first when x is minimised, up or down first otherwise
+            trace["line"] = {"shape": "hv" if directions[0] == "minimize" else "vh", "color": color, "width": 2}
+        traces.append({**trace, "marker": marker})
 
-    feasible = frame[frame["feasible"].astype(bool)]
-    excluded = frame[~frame["feasible"].astype(bool)]
-    front = frame[frame["front"].astype(bool)]
-    log_axes = [not three and len(axes) > i and _wide(frame[axes[i]]) for i in range(2)]
-    if points == "auto" and len(axes) == 2 and n > DENSITY_THRESHOLD:
-        values = feasible[axes].to_numpy(dtype=float)
-        near = feasible.iloc[_nearest_front(values, directions, NEAR_FRONT_POINTS)]
+    ok_mask = frame["feasible"].to_numpy(dtype=bool)
+    feasible, excluded = frame[ok_mask], frame[~ok_mask]
+    front = frame[frame["front"].to_numpy(dtype=bool)]
+    everything = pd.concat([frame[axes], fronts[axes]]) if overlay and fronts is not None else frame[axes]
+    log_axes = [not three and len(axes) > i and _wide(everything[axes[i]]) for i in range(2)]
+    dense = points == "auto" and len(axes) == 2 and len(everything) > DENSITY_THRESHOLD
+    overlaid: list[tuple[str, str, pd.DataFrame, pd.DataFrame]] = []  # study, colour, trials drawn, its front
+    if fronts is not None and not fronts.empty:
+        by_study = dict(tuple(fronts.groupby("study", sort=False)))
+        for i, other in enumerate(others, start=1):
+            part = by_study[other]
+            color = PALETTE[i % len(PALETTE)]
+            if overlay:
+                ok = part[part["feasible"].to_numpy(dtype=bool)]
+                overlaid.append((str(other), color, ok, ok[ok["front"].to_numpy(dtype=bool)]))
+            else:
+                overlaid.append((str(other), color, part.iloc[0:0], part))
+    if dense:
+        grid = _bins(everything.to_numpy(dtype=float), log_axes)
+        near = feasible.iloc[_nearest_front(feasible[axes].to_numpy(dtype=float), directions, NEAR_FRONT_POINTS)]
         rest = feasible.drop(index=near.index)
-        grid = _bins(frame[axes].to_numpy(dtype=float), log_axes)
-        fig.add_trace(_density(excluded, axes, grid, TRACE_EXCLUDED, _EXCLUDED_SCALE, study))
-        fig.add_trace(_density(rest, axes, grid, TRACE_FEASIBLE, _FEASIBLE_SCALE, study, scale=True))
+        if overlay:
+            per_study = max(NEAR_FRONT_POINTS // max(len(overlaid), 1), NEAR_OVERLAY_POINTS)
+            drawn, left = [], []
+            for who, color, ok, own in overlaid:
+                keep = np.zeros(len(ok), dtype=bool)
+                keep[_nearest_front(ok[axes].to_numpy(dtype=float), directions, per_study)] = True
+                drawn.append((who, color, ok[keep], own))
+                left.append(ok[axes].to_numpy(dtype=float)[~keep])
+            overlaid = drawn
+            remaining = np.vstack(left) if left else np.zeros((0, 2))
+            traces.append(_density(remaining, axes, grid, TRACE_OVERLAY, _OVERLAY_SCALE, "", opacity=0.6))
+        traces.append(
+            _density(excluded[axes].to_numpy(dtype=float), axes, grid, TRACE_EXCLUDED, _EXCLUDED_SCALE, study)
+        )
+        traces.append(
+            _density(rest[axes].to_numpy(dtype=float), axes, grid, TRACE_FEASIBLE, _FEASIBLE_SCALE, study, scale=True)
+        )
         scatter(near, TRACE_NEAR, _TRIALS_COLOR, size=6)
-    elif points in POINTS:
+    else:
         scatter(excluded, TRACE_EXCLUDED, _EXCLUDED_COLOR, size=5)
         scatter(feasible, TRACE_FEASIBLE, _TRIALS_COLOR, size=6)
-    else:
-        raise ValueError(f"points must be one of {POINTS}, got {points!r}")
     if not front.empty:
         scatter(front, f"front: {study}", PALETTE[0], size=10, line=not three, symbol="diamond")
-    if fronts is not None and not fronts.empty:
-        others = [s for s in dict.fromkeys(fronts["study"]) if s != study]
-        for i, other in enumerate(others, start=1):
-            part = fronts[fronts["study"] == other]
-            scatter(part, f"front: {other}", PALETTE[i % len(PALETTE)], size=8, line=not three, who=str(other))
-    head = (
-        title
-        or f"Pareto front of '{study}': {len(front)} on the front, {len(feasible)} of {n} trials within constraints"
+    for who, color, ok, own in overlaid:
+        if overlay and not ok.empty:
+            scatter(ok, f"{TRACE_OTHER}{who}", color, size=5, who=who, group=who, opacity=0.55)
+        if not own.empty:
+            scatter(own, f"front: {who}", color, size=8, line=not three, who=who, group=who)
+    head = title or (
+        f"Pareto front of '{study}': {len(front)} on the front, {len(feasible)} of {n} trials within constraints"
+        + (f" · {len(others)} {'study' if len(others) == 1 else 'studies'} overlaid" if others else "")
     )
+    titles = [axis_title(a, d) for a, d in zip(axes, directions, strict=False)]
     if three:
-        fig.update_layout(
-            scene={
-                "xaxis_title": axis_title(axes[0], directions[0]),
-                "yaxis_title": axis_title(axes[1], directions[1]),
-                "zaxis_title": axis_title(axes[2], directions[2]),
-            }
-        )
-    else:
-        fig.update_xaxes(title=axis_title(axes[0], directions[0]))
-        if len(axes) > 1:
-            fig.update_yaxes(title=axis_title(axes[1], directions[1]))
-        if log_axes[0]:
-            fig.update_xaxes(type="log")
-        if log_axes[1]:
-            fig.update_yaxes(type="log")
-    return _layout(fig, head, height=520, clickmode="event")
+        scene = {f"{c}axis": {"title": {"text": t}} for c, t in zip("xyz", titles, strict=False)}
+        return _figure(traces, head, height=520, clickmode="event", scene=scene)
+    xaxis: dict[str, Any] = {"title": {"text": titles[0]}}
+    yaxis: dict[str, Any] = {"title": {"text": titles[1]}} if len(axes) > 1 else {}
+    if log_axes[0]:
+        xaxis["type"] = "log"
+    if log_axes[1]:
+        yaxis["type"] = "log"
+    return _figure(traces, head, height=520, clickmode="event", xaxis=xaxis, yaxis=yaxis)
 
 
 def _nearest_front(values: np.ndarray, directions: Sequence[str], count: int, max_layers: int = 400) -> np.ndarray:
@@ -196,19 +266,21 @@ def _bins(values: np.ndarray, log_axes: Sequence[bool]) -> list[np.ndarray]:
     return edges
 
 
-def _density(part: pd.DataFrame, axes: Sequence[str], grid: Sequence[np.ndarray], name: str, colorscale: Any,
-             study: str, *, scale: bool = False) -> go.Heatmap:  # fmt: skip
-    """A heat map of how many of ``part``'s trials fall in each cell of ``grid`` (empty cells transparent)."""
-    counts, _, _ = np.histogram2d(
-        part[axes[0]].to_numpy(dtype=float), part[axes[1]].to_numpy(dtype=float), bins=[grid[0], grid[1]]
-    )
+def _density(values: np.ndarray, axes: Sequence[str], grid: Sequence[np.ndarray], name: str, colorscale: Any,
+             study: str, *, scale: bool = False, opacity: float = 1.0) -> dict[str, Any]:  # fmt: skip
+    """A heat map of how many of the 2-D ``values`` fall in each cell of ``grid`` (empty cells transparent)."""
+    values = np.asarray(values, dtype=float).reshape(-1, 2)
+    counts, _, _ = np.histogram2d(values[:, 0], values[:, 1], bins=[grid[0], grid[1]])
     z = np.where(counts.T > 0, counts.T, np.nan)
-    return go.Heatmap(
-        x=grid[0], y=grid[1], z=z, name=name + DENSITY_SUFFIX, meta=study, colorscale=colorscale, zmin=1,
-        showscale=scale, showlegend=True, hoverongaps=False,
-        colorbar={"title": {"text": "trials per cell", "side": "right"}, "thickness": 12, "len": 0.6},
-        hovertemplate=f"%{{z}} trials<br>{axes[0]} %{{x:.4g}}<br>{axes[1]} %{{y:.4g}}<extra>{name}</extra>",
-    )  # fmt: skip
+    trace: dict[str, Any] = {
+        "type": "heatmap", "x": grid[0], "y": grid[1], "z": z, "name": name + DENSITY_SUFFIX, "meta": study,
+        "colorscale": colorscale, "zmin": 1, "showscale": scale, "showlegend": True, "hoverongaps": False,
+        "colorbar": {"title": {"text": "trials per cell", "side": "right"}, "thickness": 12, "len": 0.6},
+        "hovertemplate": f"%{{z}} trials<br>{axes[0]} %{{x:.4g}}<br>{axes[1]} %{{y:.4g}}<extra>{name}</extra>",
+    }  # fmt: skip
+    if opacity != 1.0:
+        trace["opacity"] = opacity
+    return trace
 
 
 def shown_trials(fig: go.Figure) -> int:
@@ -241,24 +313,24 @@ def hypervolume_figure(frame: pd.DataFrame, x: str = "trials") -> go.Figure:
     title = f"Hypervolume against {'trials' if x == 'trials' else 'wall-clock time'}"
     if frame.empty:
         return message_figure("no completed trials yet", title)
-    fig = go.Figure()
-    for i, (study, part) in enumerate(frame.groupby("study", sort=False)):
-        fig.add_trace(
-            go.Scatter(
-                x=part[x],
-                y=part["hypervolume"],
-                mode="lines",
-                name=str(study),
-                line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"},
-            )
-        )
+    traces = [
+        {
+            "type": "scatter",
+            "x": part[x].to_numpy(dtype=float),
+            "y": part["hypervolume"].to_numpy(dtype=float),
+            "mode": "lines",
+            "name": str(study),
+            "line": {"color": PALETTE[i % len(PALETTE)], "shape": "hv"},
+        }
+        for i, (study, part) in enumerate(frame.groupby("study", sort=False))
+    ]
     ref = frame.attrs.get("reference")
     axes = frame.attrs.get("axes") or []
     if ref:
         title += "<br><sup>reference " + ", ".join(f"{a} = {r:.4g}" for a, r in zip(axes, ref, strict=False)) + "</sup>"
-    fig.update_xaxes(title=label)
-    fig.update_yaxes(title="hypervolume")
-    return _layout(fig, title, height=330)
+    return _figure(
+        traces, title, height=330, xaxis={"title": {"text": label}}, yaxis={"title": {"text": "hypervolume"}}
+    )
 
 
 def parallel_figure(frame: pd.DataFrame, choices: Sequence[str], color: str, direction: str = "maximize",

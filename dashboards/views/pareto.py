@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .. import data as D
 from .. import figures as F
@@ -65,7 +66,7 @@ def layout(p: Props = no_props) -> Any:
                     ),
                     html.Div(
                         [
-                            html.Label("overlay the fronts of"),
+                            html.Label("overlay studies (their trials and fronts)"),
                             dcc.Dropdown(id="compare", **p("compare", multi=True)),
                         ],
                         style={"minWidth": "320px"},
@@ -308,9 +309,10 @@ def pareto_state(
         active_constraints = {k: v for k, v in constraints.items() if v != (None, None)}
         frame = D.pareto_frame(st, study, axes, active_constraints)
         others = [s for s in (compare or []) if s != study]
-        fronts = D.fronts_frame(st, others, axes, active_constraints) if others else None
-        fig = F.pareto_figure(frame, fronts, points=points if points in F.POINTS else "auto")
-        hv = D.hypervolume_frame(st, [study, *others], axes, active_constraints)
+        overlay = D.overlay_frame(st, study, others, axes, active_constraints) if others else None
+        fig = F.pareto_figure(frame, overlay, points=points if points in F.POINTS else "auto")
+        drawn = [str(s) for s in pd.unique(overlay["study"])] if overlay is not None else []
+        hv = D.hypervolume_frame(st, [study, *drawn], axes, active_constraints)
         hv_trials = F.hypervolume_figure(hv, "trials")
         hv_time = F.hypervolume_figure(hv, "elapsed_s")
     except Exception as exc:
@@ -319,11 +321,17 @@ def pareto_state(
     n_ok = int(frame["feasible"].sum()) if not frame.empty else 0
     n_front = int(frame["front"].sum()) if not frame.empty else 0
     status = f"{n_ok} of {len(frame)} completed trials within the constraints · {n_front} on the front"
+    if overlay is not None and drawn:
+        ok = overlay["feasible"].astype(bool)
+        status += (
+            f" · overlaid: {len(drawn)} {'study' if len(drawn) == 1 else 'studies'}, {int(ok.sum()):,} of "
+            f"{len(overlay):,} trials within the constraints, {int(overlay['front'].sum())} on their fronts"
+        )
     info = D.study_info(st, study)
     if info.nasplat:
         status += " · " + D.trust_line(info.attrs)
-    skipped = (fronts.attrs.get("skipped") if fronts is not None else None) or {}
-    msg = message("not overlaid: " + "; ".join(skipped.values()), "info") if skipped else None
+    text = D.overlay_message(overlay) if overlay is not None else None
+    msg = message(text, "info") if text else None
     front = frame[frame["front"].astype(bool)].drop(columns=["feasible", "front"])
     studies_shown = F.trace_studies(fig)
     return (fig, hv_trials, hv_time, status, msg, records(front), columns(front), texts, studies_shown)
