@@ -6,17 +6,20 @@ coordinates), one architecture (the family's drawing, choices, measured and pred
 export), and supernet training / predictor quality. Every callback reads through :mod:`.data` and draws
 through :mod:`.figures`; a failure shows as a one-line message on the page, never as a traceback.
 
-The URL may name what to open: ``/?study=NAME&view=pareto|studies|trials|architecture|training&trial=N``.
+The URL may name what to open: ``/?study=NAME&view=pareto|studies|trials|architecture|training&trial=N``,
+and ``&compare=NAME,NAME`` the studies to overlay on the Pareto view. The page comes with the Pareto view it
+opens on (the study and overlay the URL names, else the latest study's), computed on the server.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 
@@ -33,7 +36,17 @@ log = logging.getLogger("nasplat.dashboard")
 #: the views, in the order of their tabs: each builds its part of the page and registers its callbacks
 VIEW_MODULES = (studies, pareto, trials, architecture, training)
 assert tuple(m.__name__.rsplit(".", 1)[-1] for m in VIEW_MODULES) == VIEWS
-__all__ = ["PAGE_SIZE_RANGE", "VIEWS", "_page_size", "allowed_hosts", "make_app", "preload", "serve"]
+__all__ = [
+    "PAGE_SIZE_RANGE",
+    "VIEWS",
+    "WARM_TRIALS",
+    "_page_size",
+    "allowed_hosts",
+    "make_app",
+    "preload",
+    "serve",
+    "warm",
+]
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; background: #f6f7f9; color: #222; }
@@ -240,14 +253,22 @@ def make_app(
         Output("refresh-status", "children"),
         Output("view", "value"),
         Output("trial-request", "data"),
+        Output("compare", "value"),
         Input("tick", "n_intervals"),
         Input("url", "search"),
         State("study", "value"),
         State("sig", "data"),
+        State("compare", "value"),
     )
-    def refresh(_n: int | None, search: str | None, current: str | None, old_sig: str | None) -> tuple[Any, ...]:
+    def refresh(_n: int | None, search: str | None, current: str | None, old_sig: str | None,
+                overlaid: list[str] | None) -> tuple[Any, ...]:  # fmt: skip
         query = parse_qs((search or "").lstrip("?"))
         first = ctx.triggered_id in (None, "url")
+        wanted_overlay = url_overlay(query) if first else None
+        compare: Any = no_update if wanted_overlay is None or wanted_overlay == (overlaid or []) else wanted_overlay
+        return (*_refresh(query, first, current, old_sig), compare)
+
+    def _refresh(query: dict[str, list[str]], first: bool, current: str | None, old_sig: str | None) -> tuple[Any, ...]:
         view: Any = no_update
         if first and query.get("view"):
             wanted_view = query["view"][0]
@@ -287,6 +308,12 @@ def make_app(
             value = no_update  # already shown (the page came with it): no need to redraw the views
         sig_out = sig if sig != old_sig else no_update
         return options, value, sig_out, alert, live_status(stamp, studies, names), view, request
+
+    def url_overlay(query: dict[str, list[str]]) -> list[str] | None:
+        """The studies ``compare=`` names (comma-separated, or the parameter repeated); None when it is absent."""
+        if "compare" not in query:
+            return None
+        return list(dict.fromkeys(n.strip() for v in query["compare"] for n in v.split(",") if n.strip()))
 
     def study_options(studies: pd.DataFrame) -> list[dict[str, Any]]:
         return [
@@ -344,30 +371,48 @@ def make_app(
         return (who if who != study else no_update), request, "architecture"
 
     # ---------------------------------------------------------------------------------- first paint
-    painted: dict[str, Any] = {}  # storage signature -> the first paint computed for it (the latest only)
+    # (storage signature, study, overlaid studies) -> the first paint computed for it; the latest signature only
+    painted: dict[tuple[Any, ...], Any] = {}
+    painted_lock = threading.Lock()
+
+    def page_query() -> dict[str, list[str]]:
+        """The query of the page being laid out: the layout is fetched by the page's script, whose request names
+        the page in its Referer header (same origin); empty when there is none (the callbacks then apply it)."""
+        from flask import has_request_context, request
+
+        if not has_request_context() or not request.referrer:
+            return {}
+        return parse_qs(urlsplit(request.referrer).query)
 
     def first_paint() -> dict[str, dict[str, Any]]:
-        """The landing view (the latest study's Pareto front) computed with the page, as the study, controls and
-        Pareto callbacks would answer it; empty (the callbacks take over) when anything is missing or unreadable.
-        Kept until the storage changes."""
+        """The Pareto view the page opens on (the study and overlay its URL names, else the latest study's)
+        computed with the page, as the study, controls and Pareto callbacks would answer it; empty (the
+        callbacks take over) when anything is missing or unreadable. Kept until the storage changes."""
         try:
             sig = D.storage_signature(storage())
         except Exception:
             return {}
-        init = painted.get(sig)
+        query = page_query()
+        wanted = query.get("study", [None])[0]
+        overlay = tuple(url_overlay(query) or ())
+        key = (sig, wanted, overlay)
+        with painted_lock:
+            init = painted.get(key)
         if init is None:
-            init = compute_first_paint(sig)
-            painted.clear()
-            painted[sig] = init
+            init = compute_first_paint(sig, wanted, list(overlay))
+            with painted_lock:
+                for old in [k for k in painted if k[0] != sig or len(painted) >= 8]:
+                    painted.pop(old, None)
+                painted[key] = init
         if not init:
             return {}
         return {**init, "refresh-status": {"children": init["refresh-status"]["children"] % time.strftime("%H:%M:%S")}}
 
-    def compute_first_paint(sig: Any) -> dict[str, dict[str, Any]]:
+    def compute_first_paint(sig: Any, wanted: str | None = None, overlay: list[str] | None = None) -> dict[str, Any]:
         try:
             st = storage()
             names = D.study_names(st)
-            study = D.latest_study(st) if names else None
+            study = wanted if wanted in names else (D.latest_study(st) if names else None)
             if not study:
                 return {}
             studies = D.studies_frame(st, summary=False)
@@ -377,13 +422,14 @@ def make_app(
             )
             ids = [{"type": "constraint", "metric": m} for m in bounds]
             positions = [0 if b[2] == "maximize" else pareto.SLIDER_STEPS for b in bounds.values()]
-            view = pareto.pareto_state(env, x, y, z, None, positions, "pareto", ids, bounds, study)
+            overlay = [o for o in overlay or [] if o != study]
+            view = pareto.pareto_state(env, x, y, z, overlay, positions, "pareto", ids, bounds, study)
             compare = pareto.compare_state(env, study, "any")
         except Exception:
             log.debug("first paint not prefilled", exc_info=True)
             return {}
-        if any(v is no_update for v in view[:7]) or view[4] is not None:
-            return {}  # no axes, or a message to show: the callbacks say it
+        if any(v is no_update for v in view[:7]) or view[3] is None:
+            return {}  # no axes, or the study cannot be shown: the callbacks say why
         fig, hv_trials, hv_time, status, msg, front_rows, front_cols, texts, shown = view
         for child, text in zip(sliders, texts, strict=False):
             child.children[0].children = text
@@ -398,7 +444,7 @@ def make_app(
             "axis-z": {**axis, "value": z},
             "constrain": {"options": c_opts, "value": constrain},
             "device": {"options": dev_opts},
-            "compare": {"options": compare},
+            "compare": {"options": compare, "value": overlay},
             "sliders": {"children": sliders},
             "constraint-bounds": {"data": bounds},
             "pareto-graph": {"figure": fig},
@@ -436,6 +482,36 @@ def preload(storage_url: str) -> str | None:
     return name
 
 
+#: at most this many trials of the other studies are read in the background once the server is up
+WARM_TRIALS = 500_000
+
+
+def warm(storage_url: str, skip: str | None = None, budget: int = WARM_TRIALS) -> tuple[int, int]:
+    """Read the other studies' Pareto views (their first two objectives) into the cache, the most recently
+    updated first, until ``budget`` trials have been read, so that overlaying them, or switching to them, finds
+    them read. Returns how many studies and trials were read; stops quietly on a storage error."""
+    n_studies = n_trials = 0
+    try:
+        st = D.open_storage(storage_url)
+        studies = D.studies_frame(st, summary=False)
+        rows = studies[studies["problem"].isna() & (studies["study"] != skip)]
+        rows = rows.sort_values("last_update", ascending=False, na_position="last", kind="stable")
+        for _, row in rows.iterrows():
+            count = int(row["complete"])
+            if n_trials + count > budget:
+                break
+            info = D.study_info(st, str(row["study"]))
+            if len(info.objectives) < 2:
+                continue
+            axes = list(info.objectives[:2])
+            D.pareto_frame(st, info.name, axes)
+            D.hypervolume_frame(st, [info.name], axes)
+            n_studies, n_trials = n_studies + 1, n_trials + count
+    except NasplatError:
+        pass
+    return n_studies, n_trials
+
+
 def serve(
     storage_url: str,
     *,
@@ -468,6 +544,17 @@ def serve(
             name = preload(storage_url)
             if name:
                 echo(f"read study '{name}' in {time.perf_counter() - t0:.1f} s")
+
+            def read_the_others() -> None:
+                t1 = time.perf_counter()
+                n_studies, n_trials = warm(storage_url, skip=name)
+                if n_studies:
+                    echo(
+                        f"read {n_studies} other {'study' if n_studies == 1 else 'studies'} ({n_trials:,} trials) "
+                        f"in {time.perf_counter() - t1:.1f} s"
+                    )
+
+            threading.Thread(target=read_the_others, name="nasplat-warm", daemon=True).start()
     echo(
         f"nasplat dashboard for {D.safe_url(storage_url)} (read-only) on http://{host}:{server.port}/ · Ctrl-C stops it"
     )

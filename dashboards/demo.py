@@ -9,7 +9,7 @@ trials takes seconds. The accuracies are synthetic: use this for looking at the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,4 +136,117 @@ def write_demo_search(
             str(folder / f"{s.study}.yaml"),
         )
         run_search(run, log=log or (lambda _m: None), progress=False)
+    return url
+
+
+def write_bulk_studies(folder: Path, studies: Mapping[str, int], *, seed: int = 0, file: str = "bulk.db") -> str:
+    """A SQLite storage of large synthetic nasplat studies (name -> completed trials), written in bulk.
+
+    The studies are opened as ``nasplat search`` opens them (:func:`nasplat.study.open_study`, the demo cell
+    space, objectives ``val_acc`` (max) and ``macs`` (min)); each trial has the space's six choices as
+    parameters, both objective values, ``arch_key``, ``arch_string``, the analytical cost model's metrics and
+    a provenance record, like a search writes them. The trials are written with one ``executemany`` per table in
+    one transaction (Optuna's schema, as its SQLAlchemy models name it) instead of one ``tell`` each, which
+    would take minutes at 50,000 trials. Architectures are drawn at random; the accuracy is synthetic (it grows
+    with MACs, with noise), and study ``k`` of the mapping is shifted a little below study ``k - 1`` so that
+    overlaid fronts differ. Returns the storage URL."""
+    import datetime as dt
+    import json
+    import sqlite3
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, distribution_to_json
+    from optuna.storages._rdb import models
+
+    from nasplat import registry
+    from nasplat.search import make_sampler
+    from nasplat.space import load_space
+    from nasplat.study import METRIC_PREFIX, make_storage, open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)
+    space_file = folder / "demo-cell.yaml"
+    space_file.write_text(DEMO_SPACE)
+    space = load_space(space_file)
+    db = folder / file
+    url = f"sqlite:///{db.as_posix()}"
+    storage = make_storage(url)
+    objectives = [
+        {"metric": "val_acc", "direction": "maximize", "cost_model": None, "device": None},
+        {"metric": "macs", "direction": "minimize", "cost_model": "analytical", "device": None},
+    ]
+    ids = {}
+    for k, (name, n_trials) in enumerate(studies.items()):
+        study = open_study(
+            storage, name, space=space, objectives=objectives,
+            sampler=make_sampler("nsga2", seed=seed + k, n_objectives=2, space=space),
+            attrs={"run_spec": {"trials": n_trials}, "estimator": "tabular", "sampler": "nsga2", "dataset": "digits"},
+        )  # fmt: skip
+        ids[name] = study._study_id
+    cost = registry.get("cost_model", "analytical")()
+    dims = space.dimensions
+    dist_json = {d.label: distribution_to_json(CategoricalDistribution(list(d.choices))) for d in dims}  # type: ignore[arg-type]
+    seen: dict[tuple[int, ...], tuple[str, str, list[tuple[str, str]], float]] = {}
+
+    def described(idx: tuple[int, ...]) -> tuple[str, str, list[tuple[str, str]], float]:
+        if idx not in seen:
+            arch = space.make({d.label: d.choices[i] for d, i in zip(dims, idx, strict=True)})
+            metrics = cost.estimate(space, arch, None)
+            seen[idx] = (
+                json.dumps(arch.key), json.dumps(space.to_string(arch)),
+                [(METRIC_PREFIX + m, json.dumps(float(v))) for m, v in metrics.items()], float(metrics["macs"]),
+            )  # fmt: skip
+        return seen[idx]
+
+    t0 = dt.datetime(2026, 1, 1)
+    trials: list[tuple[Any, ...]] = []
+    values: list[tuple[Any, ...]] = []
+    params: list[tuple[Any, ...]] = []
+    attrs: list[tuple[Any, ...]] = []
+    trial_id = 0
+    for k, (name, n_trials) in enumerate(studies.items()):
+        rng = np.random.default_rng(seed + k)
+        provenance = json.dumps({"estimator": "synthetic", "space": space.name, "space_hash": space.hash,
+                                 "seed": seed + k})  # fmt: skip
+        picks = rng.integers(5, size=(n_trials, len(dims)))
+        noise = rng.normal(0, 0.05, size=n_trials)
+        for n in range(n_trials):
+            idx = tuple(int(i) for i in picks[n])
+            key, string, metric_rows, macs = described(idx)
+            val_acc = float(np.clip(0.4 + 0.1 * np.log10(macs) + noise[n] - 0.01 * k, 0, 1))
+            trial_id += 1
+            start = t0 + dt.timedelta(seconds=2 * n + k)
+            done = start + dt.timedelta(seconds=1.5)
+            trials.append((trial_id, n, ids[name], "COMPLETE", str(start), str(done)))
+            values.extend(((trial_id, 0, val_acc, "FINITE"), (trial_id, 1, macs, "FINITE")))
+            params.extend((trial_id, d.label, float(i), dist_json[d.label]) for d, i in zip(dims, idx, strict=True))
+            attrs.extend(((trial_id, "arch_key", key), (trial_id, "arch_string", string)))
+            attrs.extend((trial_id, m, v) for m, v in metric_rows)
+            attrs.append((trial_id, "provenance", provenance))
+    tables = {
+        models.TrialModel.__tablename__: (
+            "trial_id, number, study_id, state, datetime_start, datetime_complete",
+            trials,
+        ),
+        models.TrialValueModel.__tablename__: ("trial_id, objective, value, value_type", values),
+        models.TrialParamModel.__tablename__: ("trial_id, param_name, param_value, distribution_json", params),
+        models.TrialUserAttributeModel.__tablename__: ("trial_id, key, value_json", attrs),
+    }
+    with sqlite3.connect(db) as conn:
+        for table, (cols, rows) in tables.items():
+            marks = ", ".join("?" * len(cols.split(",")))
+            conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+    conn.close()
+    # the storage reads back through Optuna like any other: a trial of each study, as Optuna decodes it
+    rdb = optuna.storages.RDBStorage(url)
+    try:
+        for name, n_trials in studies.items():
+            if not n_trials:
+                continue
+            sid = rdb.get_study_id_from_name(name)
+            frozen = rdb.get_trial(rdb.get_trial_id_from_study_id_trial_number(sid, n_trials // 2))
+            assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.params) == len(dims)
+            assert frozen.user_attrs["arch_key"] and len(frozen.values or []) == 2
+    finally:
+        rdb.engine.dispose()
     return url

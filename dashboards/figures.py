@@ -15,7 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 #: colours of overlaid studies (the first is the selected study)
-PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f", "#393b79", "#e7969c")  # fmt: skip
 _TRIALS_COLOR = "#6baed6"
 _EXCLUDED_COLOR = "#d9d9d9"
 #: above this many points, scatter plots use WebGL
@@ -137,7 +138,7 @@ def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, ti
 
     def scatter(part: pd.DataFrame, name: str, color: str, *, size: int = 6, line: bool = False,
                 symbol: str = "circle", who: str = study, group: str | None = None,
-                opacity: float | None = None) -> None:  # fmt: skip
+                opacity: float | None = None, legend: bool = True) -> None:  # fmt: skip
         part = part.sort_values(axes[0]) if line else part
         trace: dict[str, Any] = {
             "name": name,
@@ -148,8 +149,10 @@ def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, ti
             "mode": "lines+markers" if line else "markers",
             "x": part[axes[0]].to_numpy(dtype=float),
         }
-        if group is not None:
+        if group is not None:  # one legend entry (the front's) shows and hides the study's trials and front
             trace["legendgroup"] = group
+        if not legend:
+            trace["showlegend"] = False
         marker: dict[str, Any] = {"color": color, "size": size, "symbol": symbol}
         if opacity is not None:
             marker["opacity"] = opacity
@@ -210,7 +213,7 @@ def pareto_figure(frame: pd.DataFrame, fronts: pd.DataFrame | None = None, *, ti
         scatter(front, f"front: {study}", PALETTE[0], size=10, line=not three, symbol="diamond")
     for who, color, ok, own in overlaid:
         if overlay and not ok.empty:
-            scatter(ok, f"{TRACE_OTHER}{who}", color, size=5, who=who, group=who, opacity=0.55)
+            scatter(ok, f"{TRACE_OTHER}{who}", color, size=5, who=who, group=who, opacity=0.55, legend=False)
         if not own.empty:
             scatter(own, f"front: {who}", color, size=8, line=not three, who=who, group=who)
     head = title or (

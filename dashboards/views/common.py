@@ -127,10 +127,19 @@ def short(col: str) -> str:
     return col.removeprefix(D.PARAM_PREFIX)
 
 
+#: what a plot shows until its view draws it: no axes (plotly lays out and measures empty axes' ticks, about
+#: 50 ms a plot in software rendering, for each plot of the hidden views when the page opens)
+BLANK_FIGURE: dict[str, Any] = {
+    "data": [],
+    "layout": {"xaxis": {"visible": False}, "yaxis": {"visible": False}, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}},
+}
+
+
 def graph(graph_id: str, height: int, **props: Any) -> Any:
     """A plot that follows its container's width (also when drawn in a hidden view) at a fixed height."""
     from dash import dcc
 
+    props.setdefault("figure", BLANK_FIGURE)
     return dcc.Graph(
         id=graph_id, config={"displaylogo": False}, responsive=True, style={"height": f"{height}px"}, **props
     )

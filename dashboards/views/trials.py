@@ -4,7 +4,11 @@ coordinates of the choices coloured by a metric."""
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
+
+import pandas as pd
 
 from .. import data as D
 from .. import figures as F
@@ -59,14 +63,39 @@ def layout(p: Props = no_props) -> Any:
     )
 
 
+_tables: OrderedDict[tuple[Any, ...], tuple[pd.DataFrame, int]] = OrderedDict()
+_tables_lock = threading.Lock()
+
+
+def table_frame(env: ViewEnv, study: str) -> tuple[pd.DataFrame, int]:
+    """The columns the trials table shows, of every trial of ``study``, and how many trials there are.
+
+    Kept (for the last few studies shown) until the storage changes: a sort, a filter or a page of a large study
+    then only queries this frame, without assembling every column of every trial again (0.8 s at 50,000 trials).
+    """
+    st = env.storage()
+    key = (st.url, study, D.storage_signature(st))
+    with _tables_lock:
+        hit = _tables.get(key)
+        if hit is not None:
+            _tables.move_to_end(key)
+            return hit
+    frame = D.trials_frame(st, study, states=STATES, attributes=True)
+    hit = (frame.drop(columns=_HIDDEN, errors="ignore"), len(frame))
+    with _tables_lock:
+        _tables[key] = hit
+        while len(_tables) > 4:
+            _tables.popitem(last=False)
+    return hit
+
+
 def trials_state(env: ViewEnv, study: str | None, page: int | None, size: Any,
                  sort_by: list[dict[str, str]] | None, filter_query: str | None) -> tuple[Any, ...]:  # fmt: skip
     """The table's page (rows, columns, page count), the status line and a message."""
     if not study:
         return [], [], 1, None, message("choose a study in the list at the top", "info")
     try:
-        frame = D.trials_frame(env.storage(), study, states=STATES, attributes=True)
-        shown = frame.drop(columns=_HIDDEN, errors="ignore")
+        shown, n_all = table_frame(env, study)
         n = page_size(size)  # the client's number: clamped, never trusted
         rows, total = D.query_trials(
             shown, filter_query=filter_query, sort_by=sort_by, page=max(int(page or 0), 0), page_size=n
@@ -75,7 +104,7 @@ def trials_state(env: ViewEnv, study: str | None, page: int | None, size: Any,
         return [], [], 1, None, message(explain(exc))
     names = {c: short(c) for c in map(str, shown.columns)}
     status = (
-        f"{total:,} of {len(frame):,} trials match"
+        f"{total:,} of {n_all:,} trials match"
         + (f" the filter {filter_query}" if filter_query else "")
         + " · click a row to open its architecture · filter with e.g. >= 0.8, contains conv"
     )
