@@ -2,7 +2,9 @@
 and then evaluates whole batches of architectures, so a search pays the set-up once per worker, never per
 subnet.
 
-``connect_ray`` starts a local Ray cluster sized to the machine, or joins one at ``address``.
+``connect_ray`` starts a local Ray cluster sized to the machine, or joins one at ``address``. Without an
+address it always starts its own: a cluster a ``ray start`` on this machine left running (Ray's own
+``ray.init()`` would silently join the latest one) is joined only when named.
 
 A local cluster is private to this machine and this user:
 
@@ -21,9 +23,11 @@ first, so an address where nothing answers fails in seconds with one line instea
 minutes. A loopback address (``127.0.0.1:port``) joins in loopback mode when the cluster listens only there
 (a cluster another nasplat process started).
 
-``RayPoolEstimator`` keeps a search going when an actor dies: Ray restarts the actor (``max_restarts``) and
-submits again the calls whose results had not come back (``max_retries``); the chunk of an actor gone for good
-moves to a live one; when none is left the search stops with one line.
+``RayPoolEstimator`` spreads its actors over the cluster's nodes (Ray's ``SPREAD`` strategy: a pool of N actors
+on N nodes holds one on each) and keeps a search going when an actor dies, its process or its whole node: Ray
+restarts the actor, on a node that has room (``max_restarts``), and submits again the calls whose results had
+not come back (``max_retries``); the chunk of an actor gone for good moves to a live one; when none is left the
+search stops with one line.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def _start_local(ray: Any, num_cpus: int | None, log_to_driver: bool) -> None:
     try:
         with _loopback_node():
             ray.init(
+                address="local",  # never the cluster in Ray's address file (the latest `ray start` here)
                 num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=log_to_driver,
                 _node_ip_address="127.0.0.1",
             )  # fmt: skip
@@ -229,6 +234,12 @@ class _EvaluatorActor:
         """The actor's process id (what a test kills to check that a search survives a dead worker)."""
         return os.getpid()
 
+    def node(self) -> str:
+        """The id of the Ray node the actor runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def evaluate(self, choices: list[dict[str, Any]]) -> list[dict[str, float]]:
         return self.estimator.evaluate([self.space.make(c) for c in choices])
 
@@ -267,10 +278,13 @@ class RayPoolEstimator(Estimator):
         #: chunks moved to another actor because theirs was gone for good (over this estimator's life)
         self.moved = 0
         self._ray = ray
-        self._actors = [actor_cls.remote(record, estimator, options, threads) for _ in range(workers)]
+        spread = actor_cls.options(scheduling_strategy="SPREAD")  # one per node before a second on any
+        self._actors = [spread.remote(record, estimator, options, threads) for _ in range(workers)]
         self._dead: set[int] = set()
         try:
             self._metrics, self._provenance = ray.get(self._actors[0].describe.remote())
+            #: how many nodes the actors started on (a pool of N on a cluster of N nodes: N)
+            self.nodes_at_start = len(set(self.nodes()))
         except ray.exceptions.RayActorError as exc:
             self.close()
             raise NasplatError(f"Ray evaluation worker failed to start: {_actor_error(exc)}") from None
@@ -279,11 +293,15 @@ class RayPoolEstimator(Estimator):
         return dict(self._metrics)
 
     def provenance(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**self._provenance, "workers": len(self._actors)}
+        return {**self._provenance, "workers": len(self._actors), "nodes": self.nodes_at_start}
 
     def pids(self) -> list[int]:
         """The process id of each actor, in pool order."""
         return list(self._ray.get([a.pid.remote() for a in self._actors]))
+
+    def nodes(self) -> list[str]:
+        """The id of the Ray node each actor runs on, in pool order."""
+        return list(self._ray.get([a.node.remote() for a in self._actors]))
 
     def evaluate(self, archs: Sequence[Architecture]) -> list[dict[str, float]]:
         if not archs:

@@ -43,6 +43,16 @@ def _abs_sqlite(url: str | None) -> str | None:
     return url
 
 
+def worker_threads(ray: Any, workers: int) -> int:
+    """CPU threads (and Ray CPUs) per worker: the cluster's CPUs shared out, but never more than one node has,
+    since a worker runs on one node (a cluster of 1-CPU nodes gets 1-thread workers, not a request no node can
+    ever meet). On a local cluster, the one node is this machine."""
+    nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    total = sum(nodes) or float(os.cpu_count() or 1)
+    largest = max(nodes, default=0.0) or total
+    return max(1, int(min(total // workers, largest)))
+
+
 def weights_digest(model: Any) -> str:
     """A digest of every parameter and buffer (replicas must agree on it bit for bit); the checkpoint records
     the same digest of its weights (``weights_digest``), and every load checks it."""
@@ -97,6 +107,9 @@ def _worker_loop(config: dict[str, Any]) -> None:  # runs on every Ray Train wor
             resumed_from = newest.name
     if resumed_from and rank == 0:
         print(f"resumed from {resumed_from} (epoch {trainer.epochs_done}, step {trainer.step})", flush=True)
+    nodes: list[Any] = [None] * world  # where the group landed, in one line (a cluster spreads it over nodes)
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    log(f"Ray Train: {world} worker(s) on {len(set(nodes))} node(s)")
 
     step_module = ray.train.torch.prepare_model(
         PathsLoss(supernet, task),
@@ -212,8 +225,7 @@ def train_supernet_ray(
     use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     cpus = os.cpu_count() or 1
     ray = connect_ray(ray_address, num_cpus=None if ray_address else cpus, log_to_driver=True)
-    cluster_cpus = int(ray.cluster_resources().get("CPU", cpus))
-    threads = max(1, min(cpus, cluster_cpus) // workers)
+    threads = worker_threads(ray, workers)
     data_dump = data.model_dump(mode="json")
     if data_dump.get("root"):
         data_dump["root"] = str(Path(data_dump["root"]).resolve())
