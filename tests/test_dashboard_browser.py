@@ -184,8 +184,8 @@ def test_lands_on_latest_front_and_slider_filters(server: tuple[str, Path], page
 
 
 def test_landing_view_comes_with_the_page(server: tuple[str, Path], page: Any) -> None:
-    """The latest study's Pareto view is part of the page itself: no callback round trip before it shows, and
-    another study named in the URL still replaces it."""
+    """The latest study's Pareto view is part of the page itself: no callback round trip before it shows; nor
+    for another study named in the URL."""
     expect = sync_api.expect
     base, _ = server
     asked: list[str] = []
@@ -202,10 +202,11 @@ def test_landing_view_comes_with_the_page(server: tuple[str, Path], page: Any) -
     expect(page.locator('[id=\'{"metric":"macs","type":"constraint-label"}\']')).to_contain_text("macs ≤")
     page.wait_for_timeout(1500)
     assert asked == []
-    with page.expect_request(lambda r: bool(r.post_data_buffer) and b"pareto-graph.figure" in r.post_data_buffer):
-        page.goto(base + "/?study=demo-nsga2")
+    page.goto(base + "/?study=demo-nsga2")
     expect(page.locator("#study")).to_contain_text("demo-nsga2")
-    wait_plot(page, "pareto-graph")
+    wait_plot(page, "pareto-graph", "d.some(t => t.name === 'front: demo-nsga2')")
+    expect(page.locator("#pareto-status")).to_contain_text("of 16 completed trials within the constraints")
+    assert asked == []
 
 
 SHOWN = """() => { const g = document.querySelector('#pareto-graph .js-plotly-plot'); let n = 0;
