@@ -49,6 +49,7 @@ class SupernetEstimator(Estimator):
     """
 
     name: ClassVar[str] = "supernet"
+    needs_supernet: ClassVar[bool] = True
 
     def __init__(
         self,

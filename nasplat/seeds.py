@@ -18,6 +18,11 @@ PROGRESS = 3  # which subnets the per-epoch progress evaluation measures
 FINETUNE_INIT = 20  # index: trial number -> fresh weights of a from-scratch finalist
 FINETUNE_DATA = 21  # index: finalist, then epoch
 FINETUNE_STEP = 22  # index: step -> the task's torch Generator
+# the combined estimator's anchors (nasplat.train.train_standalone, estimators/combined.py)
+ANCHOR_INIT = 40  # index: anchor -> fresh weights of an anchor network
+ANCHOR_DATA = 41  # index: anchor, then pass over the training split
+ANCHOR_STEP = 42  # index: step -> the task's torch Generator
+ANCHOR_PICK = 43  # which architectures of the reference sample are anchors
 # search drivers (nasplat.search / nasplat.search._samplers)
 SAMPLER = 30  # index: driver -> a sampler's seed, so resumed and parallel drivers do not replay proposals
 

@@ -76,6 +76,7 @@ from nasplat.measure import (
     check_extra,
     check_space,
     check_training_data,
+    rank_percentiles,
     read_manifest,
     space_record,
     write_manifest,
@@ -563,16 +564,6 @@ def _zen(net: Any, task: Any, x: Any, y: Any, seed: int) -> float:
     if not delta > 0:
         return -math.inf
     return math.log(delta) + float(sum(bn_logs))
-
-
-def rank_percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each value's mid-rank percentile in ``reference``: ``(#{r < v} + #{r = v}/2 + 1/2) / (n + 1)``, in (0, 1);
-    NaN counts as ``-inf`` (lowest). Monotone in ``v``, so one architecture's percentile needs only ``reference``."""
-    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=-np.inf)
-    r = np.sort(np.nan_to_num(np.asarray(reference, dtype=np.float64), nan=-np.inf))
-    below = np.searchsorted(r, v, side="left")
-    upto = np.searchsorted(r, v, side="right")
-    return (below + 0.5 * (upto - below) + 0.5) / (len(r) + 1)
 
 
 def combine(

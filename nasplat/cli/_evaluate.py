@@ -336,7 +336,9 @@ def evaluate_cmd(
     ] = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="supernet checkpoint folder, or a training run folder (its latest); required by supernet"),
+        typer.Option(
+            help="supernet checkpoint folder, or a training run folder (its latest); required by supernet, combined"
+        ),
     ] = None,
     dataset: Annotated[
         str | None,

@@ -11,7 +11,7 @@ from nasplat._lazy import exports
 if TYPE_CHECKING:
     from ._actors import RayPoolEstimator, connect_ray
     from ._costs import FORMAT_BITS, LAYER_OPS, CostModel, LayerRecord
-    from ._estimator import Estimator
+    from ._estimator import Estimator, rank_percentiles
     from ._predictor import (
         MANIFEST,
         Encoder,
@@ -58,6 +58,7 @@ __all__ = [
     "make_predictor",
     "prediction_quality",
     "predictor_parameters",
+    "rank_percentiles",
     "read_manifest",
     "space_from_manifest",
     "space_record",

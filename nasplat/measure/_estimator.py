@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from nasplat.space import Architecture
 
 if TYPE_CHECKING:
@@ -20,6 +22,9 @@ class Estimator(ABC):
     """
 
     name: ClassVar[str]
+    #: True: built from a trained supernet; a search trains (or loads) one first and passes ``checkpoint``,
+    #: ``data`` and ``seed`` (and ``cache_dir`` where the estimator takes it)
+    needs_supernet: ClassVar[bool] = False
 
     @abstractmethod
     def metrics(self) -> dict[str, str]:
@@ -41,3 +46,14 @@ class Estimator(ABC):
     def provenance(self) -> dict[str, str]:
         """Where the numbers come from (checkpoint, table, dataset...), stored with every result."""
         return {"estimator": self.name}
+
+
+def rank_percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each value's mid-rank percentile in ``reference``: ``(#{r < v} + #{r = v}/2 + 1/2) / (n + 1)``, in (0, 1);
+    NaN counts as ``-inf`` (lowest). Monotone in ``v``, so one architecture's percentile needs only ``reference``:
+    how estimators put scores of different scales on one (AZ-NAS's aggregation, the ``combined`` estimator)."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=-np.inf)
+    r = np.sort(np.nan_to_num(np.asarray(reference, dtype=np.float64), nan=-np.inf))
+    below = np.searchsorted(r, v, side="left")
+    upto = np.searchsorted(r, v, side="right")
+    return (below + 0.5 * (upto - below) + 0.5) / (len(r) + 1)

@@ -303,7 +303,7 @@ def _check_supernet(data: Mapping[str, Any], est_name: Any, training: bool, add:
             "(remove 'checkpoint' to train the supernet instead)",
         )
     train = supernet.get("train")
-    if (training or est_name == "supernet") and not checkpoint and not train:
+    if (training or _needs_supernet(est_name)) and not checkpoint and not train:
         add("supernet", "give 'checkpoint' (a trained supernet) or 'train' (training settings, with 'epochs')")
     if isinstance(train, Mapping):
         strategy = train.get("strategy", "uniform")
@@ -425,6 +425,13 @@ def load_components() -> None:
 def _section(data: Mapping[str, Any], key: str, default: dict[str, Any] | None = None) -> dict[str, Any] | None:
     value = data.get(key, default)
     return value if isinstance(value, dict) else None
+
+
+def _needs_supernet(name: object) -> bool:
+    """Whether the estimator ``name`` (if registered) is built from a trained supernet."""
+    if not isinstance(name, str) or name not in registry.available("estimator"):
+        return False
+    return bool(getattr(registry.get("estimator", name), "needs_supernet", False))
 
 
 def _check_name(role: str, name: str, key: str, add: Callable[[str, str], None]) -> bool:

@@ -132,11 +132,18 @@ def make_estimator(
 ) -> Estimator:
     """The run's estimator: in this process, or spread over ``workers`` Ray actors."""
     options = dict(run.estimator.options)
-    if run.estimator.name == "supernet":
+    if needs_supernet(run.estimator.name):
         options.setdefault("checkpoint", checkpoint)
         options.setdefault("data", run.dataset)
         options.setdefault("seed", run.seed)
+        if "cache_dir" in (registry.option_names(registry.get("estimator", run.estimator.name)) or []):
+            options.setdefault("cache_dir", str(Path(run.run_dir) / "estimator"))  # what it measured once, kept
     return build_estimator(space, run.estimator.name, options, workers=workers, ray_address=ray_address)
+
+
+def needs_supernet(name: str) -> bool:
+    """Whether the registered estimator ``name`` is built from a trained supernet (the search trains one first)."""
+    return bool(getattr(registry.get("estimator", name), "needs_supernet", False))
 
 
 def build_estimator(
@@ -214,7 +221,7 @@ def run_search(
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = (
         prepare_supernet(run, space, log, progress=progress, run_file=str(run_file) if run_file else None)
-        if run.estimator.name == "supernet"
+        if needs_supernet(run.estimator.name)
         else None
     )
     workers = workers if workers is not None else run.workers

@@ -11,6 +11,7 @@ from nasplat._lazy import exports
 if TYPE_CHECKING:
     from ._ray import train_supernet_ray
     from ._settings import TrainSettings
+    from ._standalone import StandaloneBudget, train_standalone
     from ._strategies import AttentiveStrategy, SamplingStrategy, make_strategy
     from ._trainer import LineProgress, PathsLoss, SupernetTrainer, lr_at, progress_line, train_supernet
 
@@ -19,11 +20,13 @@ __all__ = [
     "LineProgress",
     "PathsLoss",
     "SamplingStrategy",
+    "StandaloneBudget",
     "SupernetTrainer",
     "TrainSettings",
     "lr_at",
     "make_strategy",
     "progress_line",
+    "train_standalone",
     "train_supernet",
     "train_supernet_ray",
 ]
