@@ -21,7 +21,8 @@ it). The estimate is the model's predictive mean, in stand-alone units, and ``<p
 standard deviation (noise plus the uncertainty of the weights): calibrated on what was trained. How well each
 signal ranked the anchors (Kendall tau) is in :meth:`CombinedEstimator.summary` and the provenance.
 
-Metrics: ``<primary>`` (the estimate; maximize), ``<primary>_std``, ``inherited_<m>`` for every task metric,
+A task whose primary metric is minimised (an error) is handled by combining goodness (the metric negated) and
+negating the estimate back. Metrics: ``<primary>`` (the estimate, in the primary metric's direction), ``<primary>_std``, ``inherited_<m>`` for every task metric,
 the task's other metrics as inherited (``loss``...), and ``zero_cost``.
 
 The reference's scores and the anchors' results are measured once per estimator; with ``cache_dir`` (a search
@@ -146,8 +147,8 @@ class CombinedEstimator(Estimator):
         self.space = space
         self.task = space.family.task(space)
         self.primary = self.task.primary
-        if self.task.metrics.get(self.primary) != "maximize":
-            raise NasplatError(f"estimator 'combined': the task's primary metric '{self.primary}' is not maximised")
+        #: +1 when the primary metric is maximised, -1 when minimised (an error): signals are combined as goodness
+        self.sign = 1.0 if self.task.metrics.get(self.primary, "maximize") == "maximize" else -1.0
         self.reference_size, self.weight, self.n_anchors, self.seed = int(reference), float(weight), int(anchors), seed
         self.budget = StandaloneBudget(steps=anchor_steps, batch_size=anchor_batch_size, lr=anchor_lr)
         self.data = data
@@ -196,16 +197,17 @@ class CombinedEstimator(Estimator):
         }
 
     def summary(self) -> dict[str, Any]:
-        """How each signal ranked the anchors (Kendall tau against their stand-alone metric), and the fit."""
+        """How each signal ranked the anchors (Kendall tau against their stand-alone metric, in goodness terms: 1
+        is a perfect ranking whatever the metric's direction), and the fit."""
         state = self.state()
         anchors = state["anchors"]
         out: dict[str, Any] = {"anchors": len(anchors), "reference": len(state["keys"])}
         if not anchors:
             return out
         idx = [state["keys"].index(a["key"]) for a in anchors]
-        y = [a["metric"] for a in anchors]
+        y = [self.sign * a["metric"] for a in anchors]
         q_s, q_z = self._reference_scores()
-        out["inherited_tau"] = _kendall([state["inherited"][i] for i in idx], y)
+        out["inherited_tau"] = _kendall([self.sign * state["inherited"][i] for i in idx], y)
         out["zero_cost_tau"] = _kendall([state["zero_cost"][i] for i in idx], y)
         prior = self.weight * q_s + (1 - self.weight) * q_z
         out["prior_tau"] = _kendall(prior[idx].tolist(), y)
@@ -222,10 +224,11 @@ class CombinedEstimator(Estimator):
         state = self.state()
         inherited = self.inherited.evaluate(archs)
         zc = np.array([m["zero_cost"] for m in self.zero_cost.evaluate(archs)], dtype=np.float64)
-        s = np.array([m[self.primary] for m in inherited], dtype=np.float64)
-        q_s = normal_scores(s, np.array(state["inherited"]))
+        s = self.sign * np.array([m[self.primary] for m in inherited], dtype=np.float64)
+        q_s = normal_scores(s, self.sign * np.array(state["inherited"]))
         q_z = normal_scores(zc, np.array(state["zero_cost"]))
-        mean, std = self._combine(q_s, q_z)
+        good, std = self._combine(q_s, q_z)
+        mean = self.sign * good
         out = []
         for i, m in enumerate(inherited):
             row = {k: float(v) for k, v in m.items() if k != self.primary}
@@ -239,7 +242,7 @@ class CombinedEstimator(Estimator):
         if cal is not None:
             return cal.predict(np.column_stack([q_s, q_z]))
         state = self.state()
-        ref = np.array(state["inherited"], dtype=np.float64)
+        ref = self.sign * np.array(state["inherited"], dtype=np.float64)
         rq_s, rq_z = self._reference_scores()
         spread = float(np.std(self.weight * rq_s + (1 - self.weight) * rq_z)) or 1.0
         c = (self.weight * q_s + (1 - self.weight) * q_z) / spread
@@ -248,7 +251,7 @@ class CombinedEstimator(Estimator):
 
     def _reference_scores(self) -> tuple[np.ndarray, np.ndarray]:
         state = self.state()
-        s, z = np.array(state["inherited"]), np.array(state["zero_cost"])
+        s, z = self.sign * np.array(state["inherited"]), np.array(state["zero_cost"])
         return normal_scores(s, s), normal_scores(z, z)
 
     def calibration(self) -> LinearCalibration | None:
@@ -260,7 +263,7 @@ class CombinedEstimator(Estimator):
             q_s, q_z = self._reference_scores()
             idx = [state["keys"].index(a["key"]) for a in state["anchors"]]
             x = np.column_stack([q_s[idx], q_z[idx]])
-            y = np.array([a["metric"] for a in state["anchors"]], dtype=np.float64)
+            y = self.sign * np.array([a["metric"] for a in state["anchors"]], dtype=np.float64)
             spread = float(np.std(self.weight * q_s + (1 - self.weight) * q_z)) or 1.0
             prior = np.array([self.weight, 1 - self.weight]) / spread
             self._calibration = LinearCalibration(x, y, prior)
@@ -347,7 +350,7 @@ class CombinedEstimator(Estimator):
 
 
 def _metrics(task_metrics: Mapping[str, str], primary: str) -> dict[str, str]:
-    out = {primary: "maximize", f"{primary}_std": "minimize"}
+    out = {primary: task_metrics.get(primary, "maximize"), f"{primary}_std": "minimize"}
     out.update({k: v for k, v in task_metrics.items() if k != primary})
     out.update({f"inherited_{k}": v for k, v in task_metrics.items()})
     out["zero_cost"] = "maximize"

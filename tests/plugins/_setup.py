@@ -144,9 +144,16 @@ def _tabular_estimator(space: SearchSpace, folder: Path) -> dict[str, Any]:
     return {"table": str(path)}
 
 
+def _combined_estimator(space: SearchSpace, folder: Path) -> dict[str, Any]:
+    """The supernet's options, a reference of 4 architectures and 2 anchors trained 2 steps each."""
+    small = {"reference": 4, "anchors": 2, "anchor_steps": 2, "anchor_batch_size": 16}
+    return {**_supernet_estimator(space, folder), **small, "zero_cost": {"batch_size": 4, "reference": 4}}
+
+
 #: Estimator -> (space, folder) -> the options to build it with.
 ESTIMATOR_SETUPS: dict[str, Callable[[SearchSpace, Path], dict[str, Any]]] = {
     "supernet": _supernet_estimator,
+    "combined": _combined_estimator,
     "tabular": _tabular_estimator,
 }
 
