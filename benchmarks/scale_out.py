@@ -44,6 +44,8 @@ SPACE = str(REPO / "tests" / "spaces" / "cell-digits.yaml")
 N_ARCHS = 48
 #: batches timed per configuration (the median is reported)
 REPEATS = 3
+#: training epochs, each a full pass over digits' training split (every epoch after the first is timed)
+EPOCHS = 5
 
 
 # ------------------------------------------------------------------------------------------- the test cluster
@@ -127,7 +129,7 @@ def part_train(where: str) -> dict[str, Any]:
 
     space = load_space(SPACE)
     data = DataSpec(name="digits", n_val=200, batch_size=32)
-    settings = TrainSettings(epochs=4, batch_size=32, lr=0.05, max_steps_per_epoch=16, seed=0)
+    settings = TrainSettings(epochs=EPOCHS, batch_size=32, lr=0.05, seed=0)
     out: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(loopback_cluster(2)) if where == "cluster" else None
@@ -268,6 +270,13 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+def _spread(times: Any) -> str:
+    """Slowest over fastest of the timed batches (1.00: steady; far above it: the shared cores' noise)."""
+    if not isinstance(times, list) or len(times) < 2:
+        return "-"
+    return f"{max(times) / min(times):.2f}"
+
+
 def write_page(results: dict[str, Any], path: Path, command: str) -> None:
     ev, tr, dr = results["eval"], results["train"], results["drivers"]
     lines = [
@@ -288,17 +297,18 @@ def write_page(results: dict[str, Any], path: Path, command: str) -> None:
         "",
         "Each actor builds the estimator once (loads the checkpoint and the data), then evaluates its share of each "
         "batch: inherit the path's weights, recalibrate BatchNorm on 2 batches, score 200 validation images. "
-        "Architectures/s: the median over 3 batches of 48, after a warm-up batch; start-up is the pool's construction plus "
-        "the warm-up.",
+        "Architectures/s: the median over 3 batches of 48, after a warm-up batch; start-up is the pool's "
+        "construction plus the warm-up; spread is the slowest timed batch over the fastest.",
         "",
-        "| actors | one node: archs/s | start-up s | cluster: archs/s | start-up s | nodes used | cluster / one node |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| actors | one node: archs/s | spread | start-up s | cluster: archs/s | spread | start-up s | nodes used | "
+        "cluster / one node |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for w in ("1", "2", "4"):
         a, b = ev["one"][w], ev["cluster"][w]
         lines.append(
-            f"| {w} | {a['archs_per_s']:.2f} | {a['startup_s']:.1f} | {b['archs_per_s']:.2f} | {b['startup_s']:.1f} | "
-            f"{b['nodes']} | {_ratio(b['archs_per_s'], a['archs_per_s'])} |"
+            f"| {w} | {a['archs_per_s']:.2f} | {_spread(a['seconds'])} | {a['startup_s']:.1f} | {b['archs_per_s']:.2f} | "
+            f"{_spread(b['seconds'])} | {b['startup_s']:.1f} | {b['nodes']} | {_ratio(b['archs_per_s'], a['archs_per_s'])} |"
         )
     one, cl = ev["one"], ev["cluster"]
     lines += [
@@ -310,7 +320,7 @@ def write_page(results: dict[str, Any], path: Path, command: str) -> None:
         "",
         "## Supernet training throughput (Ray Train, DDP over gloo, batch 32 per worker)",
         "",
-        "Images/s inside epochs (median of epochs 2-4, 16 steps each); wall includes Ray Train's start-up. One node: "
+        "Images/s inside epochs (median of epochs 2-5, each a full pass over the 1,237 training images); wall includes Ray Train's start-up. One node: "
         "a local cluster of 2 CPUs (1 worker gets 2 threads, 2 workers 1 each); cluster: 2 worker nodes of 1 CPU "
         "(1 thread per worker, each worker on its own node).",
         "",
@@ -351,27 +361,33 @@ def write_page(results: dict[str, Any], path: Path, command: str) -> None:
         "",
         "## Where the time goes, and the projection to N machines",
         "",
-        "- **Evaluation** is embarrassingly parallel: each actor works on its own chunk and only architectures "
-        "(a few hundred bytes) and metrics cross the network; data loading and the checkpoint happen once per actor "
-        "at start-up. With one actor per machine the batch time is the slowest chunk, so throughput grows about "
-        "linearly in N as long as the batch holds several architectures per actor (a batch of B over N actors "
-        "leaves B mod N idle slots in the last round); the per-call overhead measured here (cluster / one node "
-        "with 1 actor) is the fixed cost per chunk. On this machine 2 actors is the ceiling: 4 actors share 2 "
-        "cores.",
-        "- **Training** pays an all-reduce of every gradient per step (DDP over gloo; NCCL on GPUs). The cell-digits "
-        "supernet is small, so the all-reduce and the Python step overhead weigh as much as the compute: with both "
-        "workers on the same 2 cores, 2 workers cannot beat 1 worker using both threads. On N real machines the "
-        "compute per step stays fixed per worker (batch per worker), the ring all-reduce costs about 2(N-1)/N of "
-        "the gradient size per step per worker, so images/s grows close to N for a supernet whose step time "
-        "dominates its gradient transfer (larger spaces, GPUs with NCCL), and flattens for tiny ones like this "
-        "test space. Checkpoints are written by rank 0 only, once per epoch, to the shared run folder.",
+        "- **Evaluation** is embarrassingly parallel: each actor works on its own chunk; only architectures (a few "
+        "hundred bytes each) and metrics cross the network, and the checkpoint and the data are loaded once per "
+        "actor, at start-up (the start-up column: it grows with the actors here because they import torch and load "
+        "on the same 2 cores at once; on N machines it stays one actor's start-up). A batch takes as long as its "
+        "slowest chunk, so on N machines throughput grows about linearly in N while the batch holds several "
+        "architectures per actor (`batch_size` in the run file: at least 2-4 per actor). The cluster / one node "
+        "column at 1 actor is the fixed cost of a remote call per chunk. On this machine 2 cores are the ceiling: "
+        "a third and fourth actor only add processes to share them.",
+        "- **Training** pays an all-reduce of every gradient per step (DDP over gloo; NCCL on GPUs) and rank 0's "
+        "checkpoint write once per epoch, to the shared run folder. The cell-digits supernet is tiny (a step is a "
+        "few milliseconds), so the all-reduce and Python's per-step overhead weigh as much as the compute, and "
+        "on one 2-core machine 2 workers compete with 1 worker that uses both threads. On N machines the work per "
+        "worker and step is fixed (batch per worker), the ring all-reduce moves about 2(N-1)/N of the gradient "
+        "per worker and step, so images/s grows close to N when a step's compute dominates its gradient "
+        "transfer (larger spaces and images, GPUs with NCCL) and flattens for tiny supernets like this one.",
         "- **Search drivers** share one study: each trial costs a few storage round trips (ask, the claims check, "
-        "tell, heartbeats). With the tabular estimator the storage is the whole work, so 3 drivers measure the "
-        "PostgreSQL server under 3 concurrent writers; the round trip per trial grows with the writers, and the "
-        "drivers' throughput is bounded by the server (one row lock per trial number). With a real estimator "
-        "(seconds per trial) the storage share is well under 1 % and M drivers scale with M until the server's "
-        "connections (here `max_connections=60`) or its write rate (about 1000 / storage ms per trial, per "
-        "driver) is reached.",
+        "tell, heartbeats). With the tabular estimator the storage is the whole work, so the 3-driver row measures "
+        "the PostgreSQL server and the drivers' Python on the same 2 cores under 3 concurrent writers: the round "
+        "trip per trial grows with the writers. With a real estimator (seconds per trial) the storage share is "
+        "under 1 % and M drivers on M machines scale with M until the server's connections (`max_connections`) "
+        "or its write rate (about 1000 / storage ms per trial, per driver) is reached; the budget stays exact "
+        "(trials asked beyond it are given back before any evaluation), and 'duplicates' counts repeat proposals "
+        "(completed trials of an architecture already completed), which take the stored result.",
+        "",
+        f"**Noise.** Load average {results['load_before']} before and {results['load_after']} after on 2 cores: "
+        "other work shared the machine, so a ratio between two rows is only meaningful well beyond the spread "
+        "column; the start-up and per-call overheads are the robust numbers here.",
         "",
         "Raw numbers: the JSON this script prints (`--json`).",
         "",
