@@ -336,8 +336,14 @@ def hypervolume_figure(frame: pd.DataFrame, x: str = "trials") -> go.Figure:
     )
 
 
+#: at most this many trials are lines of the parallel coordinates: plotly draws them with WebGL, which in software
+#: rendering (a browser without a GPU) takes seconds (about 4.5 s for 1,000 lines and 11 s for 5,000 on a busy
+#: 2-core machine), and keeps the page from answering meanwhile
+PARALLEL_LINES = 1000
+
+
 def parallel_figure(frame: pd.DataFrame, choices: Sequence[str], color: str, direction: str = "maximize",
-                    *, max_lines: int = 5000) -> go.Figure:  # fmt: skip
+                    *, max_lines: int = PARALLEL_LINES) -> go.Figure:  # fmt: skip
     """Parallel coordinates of the architectures' choices, coloured by the metric ``color``.
 
     Categorical choices are spread on their axis in the order they first appear sorted; at most ``max_lines``
