@@ -313,7 +313,8 @@ def make_app(
         """The studies ``compare=`` names (comma-separated, or the parameter repeated); None when it is absent."""
         if "compare" not in query:
             return None
-        return list(dict.fromkeys(n.strip() for v in query["compare"] for n in v.split(",") if n.strip()))
+        names = dict.fromkeys(n.strip() for v in query["compare"] for n in v.split(",") if n.strip())
+        return list(names)[:MAX_OVERLAID]
 
     def study_options(studies: pd.DataFrame) -> list[dict[str, Any]]:
         return [
@@ -482,6 +483,8 @@ def preload(storage_url: str) -> str | None:
     return name
 
 
+#: at most this many studies named by a URL's ``compare=`` are overlaid (the rest are ignored)
+MAX_OVERLAID = 50
 #: at most this many trials of the other studies are read in the background once the server is up
 WARM_TRIALS = 500_000
 

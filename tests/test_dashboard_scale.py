@@ -166,3 +166,45 @@ def test_trials_table_sorts_on_the_server(storage: str, base: str, page: Any) ->
     page.wait_for_function(ordered, arg=False)
     assert float(page.locator(cells).first.inner_text().replace(",", "")) == pytest.approx(trials["macs"].max())
     expect(page.locator("#trials-status")).to_contain_text("300 of 300 trials match")
+
+
+def test_overlay_above_the_density_threshold_counts_every_trial_once(
+    storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: above the threshold (lowered here) each overlaid study keeps its front and the trials of its
+    first non-dominated layers as points in its colour, the rest of its trials go to one density, and every
+    trial of every study is drawn once; studies with other objectives, or unknown, are named and left out."""
+    import numpy as np
+
+    from nasplat_dashboards import data as D
+    from nasplat_dashboards import figures as F
+
+    monkeypatch.setattr(F, "DENSITY_THRESHOLD", 500)
+    axes = ["val_acc", "macs"]
+    frame = D.pareto_frame(storage, "scale-a", axes)
+    overlay = D.overlay_frame(storage, "scale-a", ["scale-b", "scale-c", OTHER, "nope", "scale-a"], axes)
+    assert list(dict.fromkeys(overlay["study"])) == ["scale-b", "scale-c"] and len(overlay) == 600
+    assert overlay.attrs["mismatch"] == [OTHER] and set(overlay.attrs["skipped"]) == {OTHER, "nope"}
+    text = D.overlay_message(overlay)
+    assert text is not None and f"'{OTHER}' (loss (min), latency_ms (min))" in text and "no study 'nope'" in text
+    fig = F.pareto_figure(frame, overlay)
+    by_name = {t.name: t for t in fig.data}
+
+    def count(t: Any) -> int:
+        return int(np.nansum(np.asarray(t.z, dtype=float))) if t.type == "heatmap" else len(t.x)
+
+    assert by_name[F.TRACE_OVERLAY + F.DENSITY_SUFFIX].type == "heatmap"
+    assert sum(count(t) for name, t in by_name.items() if name.startswith("trials ")) == 900
+    assert F.shown_trials(fig) == 300  # the selected study's own traces
+    colors = set()
+    for other in ("scale-b", "scale-c"):
+        points, front = by_name[f"trials of {other}"], by_name[f"front: {other}"]
+        own = overlay[overlay["study"] == other]
+        assert (
+            set(own.loc[own["front"], "trial"]) <= set(points.customdata) == set(points.customdata) & set(own["trial"])
+        )
+        assert F.NEAR_OVERLAY_POINTS <= len(points.x) < 300
+        assert points.legendgroup == front.legendgroup == other and points.showlegend is False
+        assert points.marker.color == front.marker.color and points.meta == front.meta == other
+        colors.add(front.marker.color)
+    assert len(colors | {by_name["front: scale-a"].marker.color}) == 3
