@@ -29,12 +29,14 @@ search. ``scheduler`` picks how trials are stopped early:
   Compute goes to the architectures that can still reach the stand-alone front; a stopped architecture
   keeps the results it reached, so every finalist is still measured. Rungs are counted in epochs;
 - ``none``: no early stopping, every trial trains its whole epoch budget.
- Resources per trial come from the Ray cluster: CPU threads (``torch.set_num_threads``) and, when the
+
+Resources per trial come from the Ray cluster: CPU threads (``torch.set_num_threads``) and, when the
 cluster has GPUs, a GPU fraction.
 
 Layout of a run (``<study run dir>/finetune/<name>/``, ``name`` is ``finetune`` or ``scratch``)::
 
-    request.json                  what was asked; running the same command again resumes, other settings are refused
+    request.json                  what was asked (trials, settings, scheduler); the same command again resumes,
+                                  other settings are refused
     setup.json                    what every Tune trial reads: space declaration, dataset, settings, finalists
     inits/trial-<n>/              starting weights (model.safetensors) and how to rebuild the module (module.json)
     tune/                         Ray Tune's experiment: per-epoch checkpoints, restored after an interruption
@@ -461,7 +463,7 @@ def run_finetune(
             "epochs": tune.choice(settings.epoch_budgets()),
             "setup": str(run_dir / "setup.json"),
         }
-        scheduler = finetune_scheduler(settings, scheduler_objectives(study, metric, mode, task.metrics))
+        scheduler = finetune_scheduler(settings, scheduler_objectives(study, metric, mode))
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -499,7 +501,7 @@ def run_finetune(
     return _write_back(study, rows, metric, name, run_dir, settings, seconds, resumed, log)
 
 
-def scheduler_objectives(study: optuna.Study, metric: str, mode: str, task_metrics: dict[str, str]) -> dict[str, str]:
+def scheduler_objectives(study: optuna.Study, metric: str, mode: str) -> dict[str, str]:
     """What ``--scheduler mo-asha`` ranks on: the task's primary metric (measured stand-alone) and the study's
     objectives, by name, in the study's directions (a task metric stand-alone, any other the finalist's own
     study value, which the trainable reports with every epoch)."""
