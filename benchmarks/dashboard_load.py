@@ -9,7 +9,7 @@ trial, which would take minutes. The objective values are synthetic.
 Then measures, each repeated, on this machine:
 
 1. data extraction + figures in-process, cold (first read of the study) and warm (cached, as after a refresh),
-   and for comparison ``nasplat.study.trials_frame`` (Optuna ``load_study`` + ``get_trials``);
+   and for comparison Optuna's own ``load_study(...).trials_dataframe()``;
 2. the server: the first HTTP response of the Pareto view's callback (a fresh server process, cold cache),
    and the same request again (warm);
 3. with Chromium available (``/usr/bin/chromium``), a real browser (fresh server, fresh browser profile):
@@ -94,10 +94,10 @@ def measure_in_process(url: str, repeats: int, study: str = STUDY) -> dict[str, 
         out["warm"].append(time.perf_counter() - t)
     import optuna
 
-    from nasplat.study import trials_frame
-
+    # what a script or notebook would read the study with: Optuna's own export (Optuna's storage API, as
+    # optuna-dashboard reads trials too); nasplat.study.trials_frame reads through the same reader as the dashboard
     t = time.perf_counter()
-    trials_frame(optuna.load_study(study_name=study, storage=url))
+    optuna.load_study(study_name=study, storage=url).trials_dataframe()
     out["core_trials_frame"].append(time.perf_counter() - t)
     return out
 
@@ -553,7 +553,7 @@ def main() -> None:
             f"| data extraction + figures, in-process, cold (first read of the study) | {fmt(inproc['cold'])} |",
             f"| the same, warm (study cached until the storage changes) | {fmt(inproc['warm'])} |",
             f"| reading every column (all metrics and choices) with `nasplat_dashboards.data.trials_frame`, cold | {fmt(inproc['trials_frame_cold'])} |",
-            f"| for comparison: `nasplat.study.trials_frame` (Optuna `load_study` + `get_trials`), what a script would use | {fmt(inproc['core_trials_frame'])} ({ratio:.0f}x the row above) |",
+            f"| for comparison: Optuna's own `optuna.load_study(...).trials_dataframe()`, what a script would read the study with | {fmt(inproc['core_trials_frame'])} ({ratio:.0f}x the row above) |",
             f"| HTTP: first response of the Pareto callback, fresh server started with `--no-preload` | {fmt(http_cold)} |",
             f"| HTTP: first response of the Pareto callback, fresh server (default: latest study read at start) | {fmt(http_preloaded)} |",
             f"| HTTP: the same request again (warm) | {fmt(http_warm)} |",
