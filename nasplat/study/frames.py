@@ -541,8 +541,8 @@ def _recent(key: tuple[Any, ...], make: Callable[[], Any], fresh: bool = False) 
         if hit is not None and now - hit[0] < RECENT_S and not fresh:
             return hit[1]
     value = make()
-    with _short_lock:
-        _short[key] = (now, value)
+    with _short_lock:  # reused for RECENT_S after the read ends: a read slower than that (a large study on a busy
+        _short[key] = (time.monotonic(), value)  # machine) would otherwise be read again by every caller
     return value
 
 
