@@ -141,7 +141,7 @@ def part_train(where: str) -> dict[str, Any]:
             result = train_supernet_ray(space, data, settings, run_dir, workers=workers, ray_address=address)
             wall = time.perf_counter() - t0
             rates = [float(r["images_per_s"]) for r in result.history[1:]]
-            out[str(workers)] = {"images_per_s": statistics.median(rates), "wall_s": wall}
+            out[str(workers)] = {"images_per_s": statistics.median(rates), "rates": rates, "wall_s": wall}
             print(where, "train", workers, out[str(workers)], file=sys.stderr, flush=True)
     return out
 
@@ -271,7 +271,8 @@ def _ratio(a: float, b: float) -> str:
 
 
 def _spread(times: Any) -> str:
-    """Slowest over fastest of the timed batches (1.00: steady; far above it: the shared cores' noise)."""
+    """Largest over smallest of the timed batches or epochs (1.00: steady; far above it: the shared cores'
+    noise)."""
     if not isinstance(times, list) or len(times) < 2:
         return "-"
     return f"{max(times) / min(times):.2f}"
@@ -320,17 +321,19 @@ def write_page(results: dict[str, Any], path: Path, command: str) -> None:
         "",
         "## Supernet training throughput (Ray Train, DDP over gloo, batch 32 per worker)",
         "",
-        "Images/s inside epochs (median of epochs 2-5, each a full pass over the 1,237 training images); wall includes Ray Train's start-up. One node: "
-        "a local cluster of 2 CPUs (1 worker gets 2 threads, 2 workers 1 each); cluster: 2 worker nodes of 1 CPU "
-        "(1 thread per worker, each worker on its own node).",
+        "Images/s inside epochs (median of epochs 2-5, each a full pass over the 1,237 training images; spread: "
+        "the fastest epoch over the slowest); wall includes Ray Train's start-up. One node: a local cluster of 2 "
+        "CPUs (1 worker gets 2 threads, 2 workers 1 each); cluster: 2 worker nodes of 1 CPU (1 thread per worker, "
+        "each worker on its own node).",
         "",
-        "| workers | one node: images/s | wall s | cluster: images/s | wall s | cluster / one node |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workers | one node: images/s | spread | wall s | cluster: images/s | spread | wall s | cluster / one node |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for w in ("1", "2"):
         a, b = tr["one"][w], tr["cluster"][w]
         lines.append(
-            f"| {w} | {a['images_per_s']:.0f} | {a['wall_s']:.1f} | {b['images_per_s']:.0f} | {b['wall_s']:.1f} | "
+            f"| {w} | {a['images_per_s']:.0f} | {_spread(a.get('rates'))} | {a['wall_s']:.1f} | "
+            f"{b['images_per_s']:.0f} | {_spread(b.get('rates'))} | {b['wall_s']:.1f} | "
             f"{_ratio(b['images_per_s'], a['images_per_s'])} |"
         )
     lines += [
@@ -403,7 +406,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=120)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench-scale-out.md")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--page-from", type=Path, help="only write the page from a JSON this script wrote")
     args = parser.parse_args()
+    if args.page_from:
+        write_page(json.loads(args.page_from.read_text()), args.out, f"`--trials {args.trials}`")
+        return
     if args.part == "eval":
         print(json.dumps(part_eval(args.where, args.checkpoint)))
         return
