@@ -211,6 +211,19 @@ def test_finetune_builds_the_scheduler_it_is_told() -> None:
     assert type(plain) is FIFOScheduler
 
 
+def test_finetune_ranks_on_stand_alone_accuracy_and_the_study_objectives() -> None:
+    import optuna
+
+    from nasplat.finetune._finetune import scheduler_objectives
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", [{"metric": m} for m in ("accuracy", "macs", "latency_ms")])
+    assert scheduler_objectives(study, "accuracy", "max") == {"accuracy": "max", "macs": "min", "latency_ms": "min"}
+    costs_only = optuna.create_study(directions=["minimize"])
+    costs_only.set_user_attr("objectives", [{"metric": "params_count"}])
+    assert scheduler_objectives(costs_only, "accuracy", "max") == {"accuracy": "max", "params_count": "min"}
+
+
 def test_cli_rejects_an_unknown_scheduler_in_one_line(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # fmt: skip
     import sys
