@@ -357,6 +357,8 @@ def fmt(values: list[float]) -> str:
 
 def baseline_code(ref: str, folder: Path) -> Path:
     """The dashboards of git revision ``ref``, extracted as an importable ``nasplat_dashboards`` under ``folder``."""
+    for stale in (folder / "dashboards", folder / "nasplat_dashboards"):
+        shutil.rmtree(stale, ignore_errors=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "dashboards"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
     (folder / "dashboards").rename(folder / "nasplat_dashboards")
