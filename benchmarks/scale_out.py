@@ -369,16 +369,22 @@ def write_page(results: dict[str, Any], path: Path, command: str) -> None:
         "actor, at start-up (the start-up column: it grows with the actors here because they import torch and load "
         "on the same 2 cores at once; on N machines it stays one actor's start-up). A batch takes as long as its "
         "slowest chunk, so on N machines throughput grows about linearly in N while the batch holds several "
-        "architectures per actor (`batch_size` in the run file: at least 2-4 per actor). The cluster / one node "
-        "column at 1 actor is the fixed cost of a remote call per chunk. On this machine 2 cores are the ceiling: "
-        "a third and fourth actor only add processes to share them.",
+        "architectures per actor (`batch_size` in the run file: at least 2-4 per actor). With 1 actor, one node "
+        "and cluster do the same thing (remote calls to one actor process of one thread), so the cluster / one "
+        "node column at 1 actor shows how much the machine's load moved between the two parts, which ran minutes "
+        "apart; read the other rows against it. On this machine 2 cores are the ceiling: a third and fourth actor "
+        "only add processes to share them.",
         "- **Training** pays an all-reduce of every gradient per step (DDP over gloo; NCCL on GPUs) and rank 0's "
         "checkpoint write once per epoch, to the shared run folder. The cell-digits supernet is tiny (a step is a "
         "few milliseconds), so the all-reduce and Python's per-step overhead weigh as much as the compute, and "
         "on one 2-core machine 2 workers compete with 1 worker that uses both threads. On N machines the work per "
         "worker and step is fixed (batch per worker), the ring all-reduce moves about 2(N-1)/N of the gradient "
         "per worker and step, so images/s grows close to N when a step's compute dominates its gradient "
-        "transfer (larger spaces and images, GPUs with NCCL) and flattens for tiny supernets like this one.",
+        "transfer (larger spaces and images, GPUs with NCCL) and flattens for tiny supernets like this one. The "
+        "one-node 1-worker row is the only one whose worker runs 2 intra-op threads: on cores that other "
+        "processes also use, such a worker keeps waiting for its own threads at every operation, so under load "
+        "it loses far more than the 1-thread workers of the other rows (compare the rows only on a quiet "
+        "machine).",
         "- **Search drivers** share one study: each trial costs a few storage round trips (ask, the claims check, "
         "tell, heartbeats). With the tabular estimator the storage is the whole work, so the 3-driver row measures "
         "the PostgreSQL server and the drivers' Python on the same 2 cores under 3 concurrent writers: the round "
