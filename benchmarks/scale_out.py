@@ -218,7 +218,9 @@ def part_drivers(trials: int) -> dict[str, Any]:
             report = parallel_drivers(folder, trials=trials, drivers=m, storage=url_m)
             wall = time.perf_counter() - t0
             done = [t for t in load_study(make_storage(url_m), "faults").get_trials() if t.state.name == "COMPLETE"]
-            span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+            ends = [t.datetime_complete for t in done if t.datetime_complete is not None]
+            starts = [t.datetime_start for t in done if t.datetime_start is not None]
+            span = (max(ends) - min(starts)).total_seconds()
             # storage round trip per trial, measured alone: m processes asking and telling at once
             cmd = [sys.executable, "-c", _ROUND_TRIP, url, f"rt-{m}", "60"]
             procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(m)]

@@ -158,7 +158,7 @@ def cluster() -> Iterator[LocalCluster]:
 def _reread_ray_environment() -> None:
     """Make this process's Ray read its authentication mode and token from the environment again (it caches
     both on first use, and an earlier test's local cluster may have used other ones), as ``ray.init`` does."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
@@ -386,7 +386,7 @@ def test_readme_cluster_section_names_real_commands_flags_and_keys() -> None:
     assert seen["ray"] >= 3 and seen["nasplat"] >= 4, commands
     for cmd in commands:
         group = ray_cli if cmd[0] == "ray" else nasplat_cli
-        sub = group.commands.get(cmd[1])  # type: ignore[attr-defined]
+        sub = group.commands.get(cmd[1])  # type: ignore[union-attr,attr-defined]
         assert sub is not None, f"{cmd[0]} has no command '{cmd[1]}'"
         flags = {a.split("=", 1)[0] for a in cmd[2:] if a.startswith("--")}
         assert flags <= _options(sub), f"{' '.join(cmd[:2])}: unknown {sorted(flags - _options(sub))}"
