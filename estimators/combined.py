@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,6 +205,7 @@ class CombinedEstimator(Estimator):
         out: dict[str, Any] = {"anchors": len(anchors), "reference": len(state["keys"])}
         if not anchors:
             return out
+        out["anchor_cpu_s"] = float(sum(a.get("cpu_s", 0.0) for a in anchors))
         idx = [state["keys"].index(a["key"]) for a in anchors]
         y = [self.sign * a["metric"] for a in anchors]
         q_s, q_z = self._reference_scores()
@@ -343,10 +345,12 @@ class CombinedEstimator(Estimator):
         model = supernet.extract(arch)
         del supernet
         train, val = self.inherited.train_data, self.inherited.val_data
+        t0 = time.process_time()
         metrics = train_standalone(
             model, self.task, train, val, self.budget, seed=derive_seed(self.seed, seeds.ANCHOR_DATA, n)
         )
-        return {"key": arch.key, "metric": float(metrics[self.primary]), "metrics": metrics}
+        cpu_s = time.process_time() - t0
+        return {"key": arch.key, "metric": float(metrics[self.primary]), "metrics": metrics, "cpu_s": cpu_s}
 
 
 def _metrics(task_metrics: Mapping[str, str], primary: str) -> dict[str, str]:
