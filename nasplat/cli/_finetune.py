@@ -29,6 +29,9 @@ def finetune(
             "architecture stops when dominated on the study's objectives at its rung) or 'none'"
         ),
     ] = "asha",
+    grace_period: Annotated[
+        int, typer.Option(min=1, help="epochs before a trial may be stopped (the first rung of either ASHA)")
+    ] = 1,
     lr_min: Annotated[float, typer.Option(help="lowest learning rate (log-uniform)")] = 0.005,
     lr_max: Annotated[float, typer.Option(help="highest learning rate")] = 0.1,
     weight_decay_min: Annotated[float, typer.Option(help="lowest weight decay (log-uniform)")] = 1e-5,
@@ -63,6 +66,7 @@ def finetune(
     con = Console(highlight=False, soft_wrap=True)
     settings = FinetuneSettings(
         scheduler=scheduler,  # type: ignore[arg-type]  # checked above
+        grace_period=grace_period,
         epochs=epochs,
         samples=samples,
         lr_min=lr_min,
