@@ -51,9 +51,17 @@ def make_study(args: argparse.Namespace) -> tuple[str, str, float]:
         "trials": args.trials,
         "seed": 0,
     }
+    import json
+
+    record = Path(args.run_dir) / "bench-study-seconds.json"  # a study made before is only read again
     t0 = time.perf_counter()
     result = run_search(parse_run(run), log=print, progress=False)
-    return result.storage_url, result.study_name, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if record.is_file():
+        seconds = float(json.loads(record.read_text())["seconds"])
+    else:
+        record.write_text(json.dumps({"seconds": seconds}))
+    return result.storage_url, result.study_name, seconds
 
 
 def tune_trials(run_dir: Path) -> list[dict[str, Any]]:
@@ -274,10 +282,13 @@ def write_report(args: argparse.Namespace, argv: list[str], study: Any, finalist
         "lowers its stand-alone value (it is measured with fewer epochs), which is how a stopped front member can",
         "drop off the front. Decisions are asynchronous (each result is judged against the rung as it stands), so",
         "with two trials running at once the arrival order, and therefore the exact set stopped, depends on timing;",
-        "the configurations do not (same seed). The published anchor: Schmucker et al. (2021, MO-ASHA) report that",
-        "multi-objective successive halving reaches the hypervolume of full training with a fraction of its budget",
-        "on NAS-Bench-201 and fairness tasks; this CPU-sized run (few finalists, two rungs) checks the mechanism,",
-        "not that figure.",
+        "the configurations do not (same seed). The grace period sets the fidelity of the first judgement: with",
+        "few epochs in all, the first rung decides most of the savings and most of the losses. Wall times are those",
+        "of the run that trained (a rerun of the script reads finished runs again). The published anchor:",
+        "Schmucker et al. (2021, arXiv:2106.12639) evaluate MO-ASHA on neural architecture search, algorithmic",
+        "fairness and language-model tuning and find that selecting on the whole Pareto front (non-dominated sorting",
+        "with NSGA-II's or an epsilon-net tie-break, as here) beats multi-fidelity search on a scalarised objective",
+        "in wall-clock time; this CPU-sized run (10 finalists, two rungs) checks the mechanism, not their figures.",
         "",
         "Reproduce:",
         "",
