@@ -141,7 +141,8 @@ def test_quant_space_with_relative_base_on_ray_actors_and_ray_train(tmp_path: Pa
 
     quant = _copy_quant_space(tmp_path / "spaces")
     run = _run(tmp_path, space=os.path.relpath(quant, Path.cwd()), workers=2)
-    run["supernet"] = {"train": {"epochs": 1, "lr": 0.05, "max_steps_per_epoch": 4}, "workers": 1}
+    # two Ray Train workers: the quantization-policy family's DDP path (tests/test_distributed_train.py runs hybrid's)
+    run["supernet"] = {"train": {"epochs": 1, "lr": 0.05, "max_steps_per_epoch": 4}, "workers": 2}
     run["trials"] = 4
     result = run_search(parse_run(run), log=lambda _m: None, progress=False)
     study = load_study(make_storage(result.storage_url), result.study_name)
@@ -149,4 +150,5 @@ def test_quant_space_with_relative_base_on_ray_actors_and_ray_train(tmp_path: Pa
     assert len(done) == 4
     assert all(0.0 < t.user_attrs["metric:accuracy"] <= 100.0 for t in done)  # percent
     assert "supernet:epoch:0001" in study.user_attrs  # recorded by the Ray Train driver/worker
+    assert study.user_attrs["supernet:epoch:0001"]["workers"] == 2
     assert study.user_attrs["space_hash"] == load_space(quant).hash
