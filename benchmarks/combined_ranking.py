@@ -198,7 +198,8 @@ def main() -> None:
                 f"{k.removesuffix('_tau')} {v:.2f}" for k, v in s.items() if k.endswith("_tau") and v is not None
             )
             lines.append(
-                f"- {r['anchors']} anchors: {taus}; fitted noise {s.get('noise_std', float('nan')):.2f} points"
+                f"- {r['anchors']} anchors: {taus}; fitted noise {s.get('noise_std', float('nan')):.2f} points; "
+                f"anchor training {s.get('anchor_cpu_s', 0.0) / 60:.1f} CPU min"
             )
     lines += [
         "",
