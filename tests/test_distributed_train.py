@@ -71,7 +71,12 @@ def _run_file(tmp_path: Path, epochs: int) -> Path:
     run = {
         "space": SPACE,
         "dataset": {"name": "digits", "n_val": 200, "batch_size": 32},
-        "supernet": {"train": {"epochs": epochs, "lr": 0.05}, "workers": 2, "max_failures": 2},
+        # 10 steps per epoch: epochs stay long enough to kill inside, and the resumed run ends soon after
+        "supernet": {
+            "train": {"epochs": epochs, "lr": 0.05, "max_steps_per_epoch": 10},
+            "workers": 2,
+            "max_failures": 2,
+        },
         "objectives": [{"metric": "accuracy", "direction": "maximize"}],
         "trials": 4,
         "run_dir": str(tmp_path / "run"),
@@ -110,7 +115,7 @@ def _epochs_in(ckpt: Path) -> list[int]:
 
 
 def test_killed_worker_and_killed_driver_lose_no_epoch(tmp_path: Path) -> None:
-    epochs = 24
+    epochs = 16
     path = _run_file(tmp_path, epochs)
     ckpts = tmp_path / "run" / "supernet" / "checkpoints"
     pid_file = tmp_path / "run" / "supernet" / "workers" / "rank-1.pid"
