@@ -170,19 +170,9 @@ def _reread_ray_environment() -> None:
 
 def _tiny(folder: Path) -> tuple[Any, dict[str, Any], list[Any]]:
     """The tiny table-backed cell space of test_distributed, its estimator options and 12 distinct archs."""
-    import numpy as np
-    from test_distributed import _tiny_table
+    from test_distributed import tiny_case
 
-    from nasplat.space import load_space
-
-    space_file, table = _tiny_table(folder)
-    space = load_space(space_file)
-    rng = np.random.default_rng(0)
-    archs: dict[str, Any] = {}
-    while len(archs) < 12:
-        a = space.sample(rng)
-        archs[a.key] = a
-    return space, {"table": str(table), "columns": {"val_acc": "maximize"}}, list(archs.values())
+    return tiny_case(folder)
 
 
 def _gated_actor(gate: Path) -> type:

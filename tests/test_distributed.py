@@ -147,11 +147,16 @@ def ray_local() -> Iterator[Any]:
 @pytest.fixture
 def tiny(tmp_path: Path) -> tuple[Any, dict[str, Any], list[Any]]:
     """The tiny space, the tabular estimator's options and 12 distinct architectures of it."""
+    return tiny_case(tmp_path)
+
+
+def tiny_case(folder: Path) -> tuple[Any, dict[str, Any], list[Any]]:
+    """What the ``tiny`` fixture gives, written under ``folder`` (tests/test_cluster.py uses it too)."""
     import numpy as np
 
     from nasplat.space import load_space
 
-    space_file, table = _tiny_table(tmp_path)
+    space_file, table = _tiny_table(folder)
     space = load_space(space_file)
     rng = np.random.default_rng(0)
     archs: dict[str, Any] = {}
